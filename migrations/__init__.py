@@ -1,0 +1,1 @@
+"""Alembic migration scripts, numbered 0001_..."""

@@ -1,0 +1,80 @@
+"""Consent Ledger: the Flask application factory."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, Response, g, request
+
+from service import config as config_module
+from service import database, errors, extensions
+from service.database import engine_options
+from service.extensions import db, migrate
+from service.readiness import MIGRATIONS_DIR
+
+REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Create the app from the environment, with `config` overriding it (tests pass theirs)."""
+    app = Flask(__name__, instance_relative_config=True)
+    app.config.update(config_module.from_environ())
+    if config:
+        app.config.update(config)
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {
+        **engine_options(
+            app.config["SQLALCHEMY_DATABASE_URI"], app.config["CONSENT_DB_TIMEOUT_SECONDS"]
+        ),
+        **app.config.get("SQLALCHEMY_ENGINE_OPTIONS", {}),
+    }
+    app.config.setdefault("OPENAPI_URL_PREFIX", "/")
+    app.config.setdefault("OPENAPI_JSON_PATH", "openapi.json")
+    app.config.setdefault("API_SPEC_OPTIONS", _spec_options())
+    _ensure_sqlite_dir(app.config["SQLALCHEMY_DATABASE_URI"])
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(MIGRATIONS_DIR), render_as_batch=True)
+    database.init_app(app)
+    extensions.api.init_app(app)
+    extensions.api.spec.components.security_scheme(
+        "bearerAuth", {"type": "http", "scheme": "bearer", "description": "API key"}
+    )
+    errors.init_app(app)
+
+    from service.api import register_blueprints
+
+    register_blueprints()
+
+    app.before_request(_assign_request_id)
+    app.after_request(_echo_request_id)
+    return app
+
+
+def _spec_options() -> dict[str, Any]:
+    return {
+        "info": {
+            "description": "Consent for AI model training as an append-only, "
+            "reproducible ledger. Errors are application/problem+json (RFC 9457)."
+        },
+        "security": [{"bearerAuth": []}],
+    }
+
+
+def _ensure_sqlite_dir(url: str) -> None:
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and url != prefix + ":memory:":
+        Path(url[len(prefix) :]).parent.mkdir(parents=True, exist_ok=True)
+
+
+def _assign_request_id() -> None:
+    incoming = request.headers.get("X-Request-ID", "")
+    g.request_id = incoming if REQUEST_ID_RE.fullmatch(incoming) else uuid.uuid4().hex
+
+
+def _echo_request_id(response: Response) -> Response:
+    response.headers["X-Request-ID"] = g.get("request_id", "")
+    return response

@@ -1,0 +1,12 @@
+"""HTTP API v1: thin flask-smorest views over the capability modules."""
+
+from __future__ import annotations
+
+from service.api import health, purposes, users
+from service.extensions import api
+
+
+def register_blueprints() -> None:
+    """Register every blueprint on the Api."""
+    for module in (health, purposes, users):
+        api.register_blueprint(module.blp)

@@ -1,0 +1,42 @@
+"""Liveness and readiness probes; they need no key."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from service import readiness
+from service.errors import Unavailable
+from service.schemas import HealthSchema
+
+blp = Blueprint("health", __name__, description="Health probes")
+
+
+@blp.route("/healthz")
+class Healthz(MethodView):
+    """Liveness."""
+
+    @blp.doc(security=[])
+    @blp.response(200, HealthSchema)
+    def get(self) -> Any:
+        """Answer 200 while the process is up."""
+        return {"status": "ok", "checks": {}}
+
+
+@blp.route("/readyz")
+class Readyz(MethodView):
+    """Readiness."""
+
+    @blp.doc(security=[])
+    @blp.response(200, HealthSchema)
+    def get(self) -> Any:
+        """Answer 200 when the database is reachable and its schema at head, else 503."""
+        checks = readiness.check()
+        if any(v != "ok" for v in checks.values()):
+            raise Unavailable(
+                "Not ready: " + "; ".join(f"{k}: {v}" for k, v in checks.items() if v != "ok"),
+                retry_after=5,
+            )
+        return {"status": "ok", "checks": checks}

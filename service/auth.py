@@ -1,0 +1,131 @@
+"""API keys: creating, listing and revoking them, and checking the bearer key of each request."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import hmac
+import re
+import secrets
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
+import sqlalchemy as sa
+from flask import g, request
+
+from service.clock import isoformat
+from service.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed
+from service.extensions import db
+from service.ledger import Actor, LedgerWrite
+from service.models import ROLES, ApiKey
+
+TOKEN_PREFIX = "cl_"
+KEY_NAME_RE = re.compile(r"^[A-Za-z0-9._@-]{1,100}$")
+CLI_ACTOR = Actor("cli", "admin")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def hash_token(token: str) -> str:
+    """SHA-256 of a token: tokens are 256-bit random, so a fast hash is enough to store them."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def key_document(key: ApiKey) -> dict[str, Any]:
+    """A key's public facts; never its token or hash."""
+    return {
+        "name": key.name,
+        "role": key.role,
+        "created_at": isoformat(key.created_at),
+        "revoked_at": isoformat(key.revoked_at),
+    }
+
+
+def create_key(name: str, role: str, actor: Actor = CLI_ACTOR) -> tuple[dict[str, Any], str]:
+    """Create a key; return its document and the token, which is never stored or shown again."""
+    if not KEY_NAME_RE.fullmatch(name):
+        raise ValidationFailed(
+            f"{name[:40]!r} is not a valid key name.",
+            errors={"name": ["1-100 characters from A-Z a-z 0-9 . _ @ -"]},
+        )
+    if role not in ROLES:
+        raise ValidationFailed(
+            f"{role!r} is not a role.", errors={"role": [f"One of {', '.join(ROLES)}."]}
+        )
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    with LedgerWrite(actor) as w:
+        if db.session.execute(sa.select(ApiKey.id).where(ApiKey.name == name)).first():
+            raise Conflict(f"A key named {name!r} exists already.")
+        key = ApiKey(name=name, role=role, token_hash=hash_token(token), created_at=w.at)
+        db.session.add(key)
+        w.append("key_created", data={"name": name, "role": role})
+        doc = key_document(key)
+    return doc, token
+
+
+def list_keys() -> list[dict[str, Any]]:
+    """Every key, active and revoked, by name."""
+    rows = db.session.execute(sa.select(ApiKey).order_by(ApiKey.name)).scalars()
+    docs = [key_document(k) for k in rows]
+    db.session.rollback()
+    return docs
+
+
+def revoke_key(name: str, actor: Actor = CLI_ACTOR) -> dict[str, Any]:
+    """Revoke a key; the next request made with it is refused."""
+    with LedgerWrite(actor) as w:
+        key = db.session.execute(sa.select(ApiKey).where(ApiKey.name == name)).scalar_one_or_none()
+        if key is None:
+            raise NotFound(f"No key named {name!r}.")
+        if key.revoked_at is None:
+            key.revoked_at = w.at
+            w.append("key_revoked", data={"name": name, "role": key.role})
+        doc = key_document(key)
+    return doc
+
+
+def authenticate(header: str | None) -> Actor:
+    """Return the actor for an Authorization header, or raise 401."""
+    if not header:
+        raise Unauthorized("Send an API key as 'Authorization: Bearer <token>'.")
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthorized("The Authorization header must be 'Bearer <token>'.")
+    digest = hash_token(token)
+    with db.engine.connect() as conn:
+        row = conn.execute(
+            sa.select(ApiKey.name, ApiKey.role, ApiKey.token_hash, ApiKey.revoked_at).where(
+                ApiKey.token_hash == digest
+            )
+        ).one_or_none()
+    # The lookup is by hash; compare again in constant time so timing says nothing either way.
+    if row is None or not hmac.compare_digest(row.token_hash, digest) or row.revoked_at:
+        raise Unauthorized("The API key is not valid or has been revoked.")
+    return Actor(row.name, row.role, g.get("request_id"))
+
+
+def current_actor() -> Actor:
+    """The actor authenticated for this request."""
+    return cast(Actor, g.actor)
+
+
+def requires(*roles: str) -> Callable[[F], F]:
+    """Let a view run only for keys of the given roles (admin may do everything)."""
+    allowed = frozenset(roles) | {"admin"}
+
+    def decorator(view: F) -> F:
+        @functools.wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            actor = authenticate(request.headers.get("Authorization"))
+            if actor.role not in allowed:
+                raise Forbidden(
+                    f"A {actor.role!r} key may not do this; it needs one of: "
+                    f"{', '.join(sorted(allowed))}."
+                )
+            g.actor = actor
+            return view(*args, **kwargs)
+
+        return cast(F, wrapper)
+
+    return decorator

@@ -1,0 +1,156 @@
+"""The `consent` command: keys, database migrations and purposes, so operators need no SQL."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+from flask import Flask
+from flask.cli import FlaskGroup
+from flask_migrate import downgrade as alembic_downgrade
+from flask_migrate import upgrade as alembic_upgrade
+
+from service import auth, purposes
+from service.errors import ConsentError
+from service.models import ROLES
+from service.readiness import MIGRATIONS_DIR
+from service.state import policies
+
+
+def _create_app() -> Flask:
+    from service import create_app
+
+    return create_app()
+
+
+@click.group(cls=FlaskGroup, create_app=_create_app, add_default_commands=False)
+def cli() -> None:
+    """Consent Ledger administration."""
+
+
+def _fail(error: ConsentError) -> None:
+    click.echo(f"error: {error.detail}", err=True)
+    if error.errors:
+        for name, msgs in error.errors.items():
+            click.echo(f"  {name}: {' '.join(msgs) if isinstance(msgs, list) else msgs}", err=True)
+    sys.exit(2)
+
+
+@cli.group()
+def keys() -> None:
+    """Create, list and revoke API keys."""
+
+
+@keys.command("create")
+@click.option("--role", required=True, type=click.Choice(ROLES), help="What the key may do.")
+@click.option("--name", required=True, help="Unique name; it is recorded as the actor.")
+def keys_create(role: str, name: str) -> None:
+    """Create a key and print its token once, alone on the last line."""
+    try:
+        doc, token = auth.create_key(name, role)
+    except ConsentError as exc:
+        _fail(exc)
+    click.echo(
+        f"Created {doc['role']} key {doc['name']!r}. The token is shown only once:", err=True
+    )
+    click.echo(token)
+
+
+@keys.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def keys_list(as_json: bool) -> None:
+    """List keys (never their tokens)."""
+    docs = auth.list_keys()
+    if as_json:
+        click.echo(json.dumps(docs, indent=2))
+        return
+    for d in docs:
+        state = f"revoked {d['revoked_at']}" if d["revoked_at"] else "active"
+        click.echo(f"{d['name']:<30} {d['role']:<9} created {d['created_at']}  {state}")
+
+
+@keys.command("revoke")
+@click.argument("name")
+def keys_revoke(name: str) -> None:
+    """Revoke a key; it is refused from the next request on."""
+    try:
+        doc = auth.revoke_key(name)
+    except ConsentError as exc:
+        _fail(exc)
+    click.echo(f"Revoked key {doc['name']!r} at {doc['revoked_at']}.")
+
+
+@cli.group("db")
+def db_group() -> None:
+    """Database schema migrations."""
+
+
+@db_group.command("upgrade")
+@click.argument("revision", default="head")
+def db_upgrade(revision: str) -> None:
+    """Migrate the schema up to REVISION (default: head)."""
+    alembic_upgrade(directory=str(MIGRATIONS_DIR), revision=revision)
+
+
+@db_group.command("downgrade")
+@click.argument("revision")
+def db_downgrade(revision: str) -> None:
+    """Migrate the schema down to REVISION ('base' removes everything)."""
+    alembic_downgrade(directory=str(MIGRATIONS_DIR), revision=revision)
+
+
+def _parse_defaults(pairs: tuple[str, ...]) -> dict[str, str]:
+    defaults: dict[str, str] = {}
+    for pair in pairs:
+        selector, sep, state = pair.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{pair!r}: expected SELECTOR=STATE, e.g. EEA=denied")
+        defaults[selector.strip()] = state.strip()
+    return defaults
+
+
+@cli.group("purposes")
+def purposes_group() -> None:
+    """Create and list purposes."""
+
+
+@purposes_group.command("create")
+@click.argument("key")
+@click.option("--title", required=True)
+@click.option("--description", default="")
+@click.option(
+    "--default",
+    "defaults",
+    multiple=True,
+    metavar="SELECTOR=STATE",
+    help="Default state by country code, region group (EEA) or '*'; repeatable.",
+)
+@click.option("--unknown-subject", type=click.Choice(["granted", "denied"]), default="denied")
+def purposes_create(
+    key: str, title: str, description: str, defaults: tuple[str, ...], unknown_subject: str
+) -> None:
+    """Create purpose KEY with its default policy."""
+    try:
+        doc = purposes.create(
+            auth.CLI_ACTOR, key, title, description, _parse_defaults(defaults), unknown_subject
+        )
+    except ConsentError as exc:
+        _fail(exc)
+    click.echo(json.dumps(doc, indent=2))
+
+
+@purposes_group.command("list")
+def purposes_list() -> None:
+    """List purposes and their default policies."""
+    for key, policy in policies().items():
+        click.echo(
+            f"{key}: defaults={json.dumps(dict(policy.defaults))} "
+            f"unknown_subject={policy.unknown_subject}"
+        )
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Entry point of the `consent` console script."""
+    return cli.main(args=argv, prog_name="consent")

@@ -1,0 +1,42 @@
+"""Configuration: the one module that reads os.environ."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+DEFAULT_SQLITE_PATH = Path("instance") / "consent.db"
+
+
+def default_database_url() -> str:
+    """Return the embedded SQLite URL used when CONSENT_DATABASE_URL is unset."""
+    return f"sqlite:///{DEFAULT_SQLITE_PATH.resolve()}"
+
+
+def normalise_database_url(url: str) -> str:
+    """Make plain postgres URLs use psycopg 3, the only PostgreSQL driver we ship."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def database_url() -> str:
+    """Return the database URL from CONSENT_DATABASE_URL, or the SQLite default."""
+    url = os.environ.get("CONSENT_DATABASE_URL", "").strip()
+    return normalise_database_url(url) if url else default_database_url()
+
+
+def from_environ() -> dict[str, Any]:
+    """Build the Flask configuration from the environment."""
+    return {
+        "SQLALCHEMY_DATABASE_URI": database_url(),
+        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        "CONSENT_DB_TIMEOUT_SECONDS": float(os.environ.get("CONSENT_DB_TIMEOUT_SECONDS", "5")),
+        "CONSENT_EXPIRY_SWEEP_SECONDS": float(os.environ.get("CONSENT_EXPIRY_SWEEP_SECONDS", "5")),
+        "MAX_CONTENT_LENGTH": int(os.environ.get("CONSENT_MAX_BODY_BYTES", str(1024 * 1024))),
+        "API_TITLE": "Consent Ledger",
+        "API_VERSION": "1.0.0",
+        "OPENAPI_VERSION": "3.0.3",
+    }

@@ -1,0 +1,226 @@
+"""Marshmallow schemas for the JSON edges of the API; they generate openapi.yaml."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import marshmallow as ma
+from marshmallow import fields, validate
+
+from service.validation import PURPOSE_KEY_RE
+
+
+def _state(**kwargs: Any) -> fields.String:
+    return fields.String(validate=validate.OneOf(["granted", "denied"]), **kwargs)
+
+
+def _timestamp(**kwargs: Any) -> fields.String:
+    return fields.String(metadata={"format": "date-time"}, **kwargs)
+
+
+class StrictSchema(ma.Schema):
+    """Request schemas refuse unknown fields, so a typo is an error rather than ignored."""
+
+    class Meta:
+        unknown = ma.RAISE
+
+
+class PurposeCreateSchema(StrictSchema):
+    """Body of POST /v1/purposes."""
+
+    key = fields.String(
+        required=True,
+        validate=validate.Regexp(PURPOSE_KEY_RE, error="Must match ^[a-z][a-z0-9_]{1,47}$."),
+    )
+    title = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    description = fields.String(load_default="", validate=validate.Length(max=5000))
+    defaults = fields.Dict(
+        keys=fields.String(),
+        values=_state(),
+        required=True,
+        metadata={"example": {"EEA": "denied", "*": "granted"}},
+    )
+    unknown_subject = _state(load_default="denied")
+
+
+class PurposePatchSchema(StrictSchema):
+    """Body of PATCH /v1/purposes/{key}: any subset of the changeable fields."""
+
+    title = fields.String(validate=validate.Length(min=1, max=200))
+    description = fields.String(validate=validate.Length(max=5000))
+    defaults = fields.Dict(keys=fields.String(), values=_state())
+    unknown_subject = _state()
+
+    @ma.validates_schema
+    def _not_empty(self, data: dict[str, Any], **_: Any) -> None:
+        if not data:
+            raise ma.ValidationError("Give at least one field to change.", "_schema")
+
+
+class PurposeSchema(ma.Schema):
+    """A purpose with its default policy."""
+
+    key = fields.String()
+    title = fields.String()
+    description = fields.String()
+    defaults = fields.Dict(keys=fields.String(), values=fields.String())
+    unknown_subject = fields.String()
+    version = fields.Integer()
+    created_seq = fields.Integer()
+    updated_seq = fields.Integer()
+    created_at = _timestamp()
+    updated_at = _timestamp()
+
+
+class SubjectPutSchema(StrictSchema):
+    """Body of PUT /v1/users/{user_id}."""
+
+    jurisdiction = fields.String(
+        required=True,
+        allow_none=True,
+        metadata={"description": "ISO 3166-1 alpha-2 country code, or null"},
+    )
+
+
+class OverrideBriefSchema(ma.Schema):
+    """The override a decision rests on."""
+
+    id = fields.Integer()
+    state = fields.String()
+    placed_by = fields.String()
+    ticket = fields.String()
+    expires_at = _timestamp(allow_none=True)
+
+
+class DecisionSchema(ma.Schema):
+    """Effective consent for one user and purpose, with its basis and the seq it is as of."""
+
+    user_id = fields.String()
+    purpose = fields.String()
+    allowed = fields.Boolean()
+    state = fields.String()
+    basis = fields.String(metadata={"enum": ["erased", "override", "choice", "default", "unknown"]})
+    as_of = fields.Integer()
+    version = fields.Integer(metadata={"description": "Version of the user's choice (0: none)"})
+    choice = fields.String(allow_none=True)
+    source = fields.String(allow_none=True)
+    default_selector = fields.String(allow_none=True)
+    override = fields.Nested(OverrideBriefSchema, allow_none=True)
+
+
+class SubjectSchema(ma.Schema):
+    """A subject and its effective consent for every purpose."""
+
+    user_id = fields.String()
+    jurisdiction = fields.String(allow_none=True)
+    erased = fields.Boolean()
+    as_of = fields.Integer()
+    consents = fields.List(fields.Nested(DecisionSchema))
+
+
+class ChoicePutSchema(StrictSchema):
+    """Body of PUT /v1/users/{user_id}/consents/{purpose}."""
+
+    state = _state(required=True)
+    source = fields.String(
+        load_default="api",
+        validate=validate.Regexp(
+            r"^[a-z][a-z0-9_]{0,31}$", error="Must be a short lower-case word like 'settings'."
+        ),
+    )
+
+
+class ChoiceHeadersSchema(ma.Schema):
+    """Conditional and idempotent write headers."""
+
+    class Meta:
+        unknown = ma.EXCLUDE
+
+    if_match = fields.String(data_key="If-Match", validate=validate.Length(max=200))
+    idempotency_key = fields.String(
+        data_key="Idempotency-Key", validate=validate.Length(min=1, max=255)
+    )
+
+
+class EventSchema(ma.Schema):
+    """One ledger event."""
+
+    seq = fields.Integer()
+    at = _timestamp()
+    kind = fields.String()
+    user_id = fields.String(allow_none=True)
+    purpose = fields.String(allow_none=True)
+    before = fields.String(allow_none=True)
+    after = fields.String(allow_none=True)
+    actor = fields.String()
+    role = fields.String()
+    reason = fields.String(allow_none=True)
+    ticket = fields.String(allow_none=True)
+    request_id = fields.String(allow_none=True)
+    data = fields.Dict(allow_none=True)
+
+
+class UserEventsSchema(ma.Schema):
+    """A page of one user's history, oldest first."""
+
+    user_id = fields.String()
+    as_of = fields.Integer()
+    events = fields.List(fields.Nested(EventSchema))
+    next_after = fields.Integer()
+    has_more = fields.Boolean()
+
+
+class PageArgsSchema(ma.Schema):
+    """Cursor paging by seq."""
+
+    class Meta:
+        unknown = ma.RAISE
+
+    after = fields.Integer(load_default=0, validate=validate.Range(min=0))
+    limit = fields.Integer(load_default=1000, validate=validate.Range(min=1, max=10000))
+
+
+class OverrideCreateSchema(StrictSchema):
+    """Body of POST /v1/users/{user_id}/overrides."""
+
+    purpose = fields.String(required=True, validate=validate.Regexp(PURPOSE_KEY_RE))
+    state = _state(required=True)
+    reason = fields.String(required=True, validate=validate.Length(min=3, max=2000))
+    ticket = fields.String(required=True, validate=validate.Length(min=1, max=100))
+    expires_at = fields.AwareDateTime(load_default=None, allow_none=True, format="iso")
+
+
+class LiftArgsSchema(ma.Schema):
+    """Query of DELETE /v1/users/{user_id}/overrides/{id}."""
+
+    class Meta:
+        unknown = ma.RAISE
+
+    reason = fields.String(required=True, validate=validate.Length(min=3, max=2000))
+
+
+class OverrideSchema(ma.Schema):
+    """An override, active or not, with its history."""
+
+    id = fields.Integer()
+    user_id = fields.String()
+    purpose = fields.String()
+    state = fields.String()
+    reason = fields.String()
+    ticket = fields.String()
+    placed_by = fields.String()
+    placed_at = _timestamp()
+    placed_seq = fields.Integer()
+    expires_at = _timestamp(allow_none=True)
+    status = fields.String(metadata={"enum": ["active", "expired", "lifted"]})
+    lifted_at = _timestamp(allow_none=True)
+    lifted_seq = fields.Integer(allow_none=True)
+    lifted_by = fields.String(allow_none=True)
+    lift_reason = fields.String(allow_none=True)
+
+
+class HealthSchema(ma.Schema):
+    """Liveness or readiness."""
+
+    status = fields.String()
+    checks = fields.Dict(keys=fields.String(), values=fields.String())
