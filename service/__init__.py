@@ -47,7 +47,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     from service.api import register_blueprints
 
-    register_blueprints()
+    register_blueprints(app)
 
     app.before_request(_assign_request_id)
     app.after_request(_echo_request_id)

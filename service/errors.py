@@ -199,6 +199,15 @@ class ProblemApi(Api):  # type: ignore[misc]
 
     ERROR_SCHEMA = ProblemSchema
 
+    def _register_responses(self) -> None:
+        """Document every error response as application/problem+json, as it is served."""
+        original = self.DEFAULT_RESPONSE_CONTENT_TYPE
+        self.DEFAULT_RESPONSE_CONTENT_TYPE = PROBLEM_MEDIA_TYPE
+        try:
+            super()._register_responses()
+        finally:
+            self.DEFAULT_RESPONSE_CONTENT_TYPE = original
+
     def handle_http_exception(self, error: HTTPException) -> Response:
         """Answer werkzeug and webargs errors (404 routes, 405, 413, 422 ...) as problem+json."""
         status = error.code or 500

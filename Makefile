@@ -1,0 +1,46 @@
+# Consent Ledger: every target sets up what it needs (venv, install, migrations) by itself.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+HOST ?= 127.0.0.1
+PORT ?= 8000
+WORKERS ?= 2
+
+.PHONY: run test lint typecheck pytest openapi migrate clean
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "needs $(PYTHON)"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+migrate: $(STAMP)
+	$(BIN)/consent db upgrade
+
+run: migrate
+	@echo
+	@echo "Consent Ledger on http://$(HOST):$(PORT)  (database: $${CONSENT_DATABASE_URL:-instance/consent.db})"
+	@echo "Create a key in another shell:  $(BIN)/consent keys create --role admin --name me"
+	@echo "Then:  curl -H \"Authorization: Bearer <token>\" http://$(HOST):$(PORT)/v1/purposes"
+	@echo
+	$(BIN)/gunicorn --bind $(HOST):$(PORT) --workers $(WORKERS) --access-logfile - 'service:create_app()'
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+pytest: $(STAMP)
+	$(BIN)/pytest
+
+test: lint typecheck pytest
+
+openapi: $(STAMP)
+	$(BIN)/flask --app service openapi write --format yaml openapi.yaml
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Test suite: unit (pure logic), integration (real database), api (over HTTP)."""

@@ -1,0 +1,107 @@
+"""Fixtures: every test gets a clean database built by the real migrations, on SQLite or PostgreSQL.
+
+Set CONSENT_TEST_DATABASE_URL to a PostgreSQL database to run the suite there; it must be one the
+suite may empty (.ci/run creates and drops one). Without it the suite runs on SQLite files.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+from flask.testing import FlaskClient
+from flask_migrate import upgrade
+
+from service import create_app
+from service.config import normalise_database_url
+from service.extensions import db
+from service.readiness import MIGRATIONS_DIR
+
+PG_URL = normalise_database_url(os.environ.get("CONSENT_TEST_DATABASE_URL", ""))
+ON_POSTGRES = PG_URL.startswith("postgresql")
+
+TABLES = ("idempotency_records", "overrides", "choices", "subjects", "purposes", "api_keys")
+
+
+def app_config(url: str) -> dict[str, Any]:
+    """The configuration every test app runs with."""
+    return {
+        "TESTING": True,
+        "SQLALCHEMY_DATABASE_URI": url,
+        "CONSENT_EXPIRY_SWEEP_SECONDS": 0,
+    }
+
+
+def migrate_to_head(url: str) -> None:
+    """Run the real migrations against url."""
+    app = create_app(app_config(url))
+    with app.app_context():
+        upgrade(directory=str(MIGRATIONS_DIR))
+        db.engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def template_db(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A database migrated to head once per run: a SQLite file to copy, or the PostgreSQL URL."""
+    if ON_POSTGRES:
+        migrate_to_head(PG_URL)
+        return PG_URL
+    path = tmp_path_factory.mktemp("template") / "consent.db"
+    migrate_to_head(f"sqlite:///{path}")
+    con = sqlite3.connect(path)
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    con.execute("PRAGMA journal_mode=DELETE")
+    con.close()
+    return str(path)
+
+
+def _empty_postgres(url: str) -> None:
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"TRUNCATE events, {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
+        conn.execute(sa.text("UPDATE ledger_head SET seq = 0, at = NULL"))
+    engine.dispose()
+
+
+@pytest.fixture
+def database_url(template_db: str, tmp_path: Path) -> str:
+    """A clean, migrated database for this test."""
+    if ON_POSTGRES:
+        _empty_postgres(template_db)
+        return template_db
+    path = tmp_path / "consent.db"
+    shutil.copyfile(template_db, path)
+    return f"sqlite:///{path}"
+
+
+@pytest.fixture
+def app(database_url: str) -> Iterator[Flask]:
+    """The application on this test's clean database."""
+    app = create_app(app_config(database_url))
+    yield app
+    with app.app_context():
+        db.engine.dispose()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    """A test client for the app."""
+    return app.test_client()
+
+
+postgres_only = pytest.mark.skipif(not ON_POSTGRES, reason="needs CONSENT_TEST_DATABASE_URL")
+
+
+@pytest.fixture
+def api(app: Flask, client: FlaskClient) -> Any:
+    """A client holding one key per role."""
+    from tests.factories import Api
+
+    return Api(app, client)
