@@ -198,6 +198,7 @@ class ProblemApi(Api):  # type: ignore[misc]
     """flask-smorest Api whose errors are problem+json, documented with ProblemSchema."""
 
     ERROR_SCHEMA = ProblemSchema
+    DEFAULT_RESPONSE_CONTENT_TYPE: str = "application/json"
 
     def _register_responses(self) -> None:
         """Document every error response as application/problem+json, as it is served."""
