@@ -49,6 +49,12 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     register_blueprints(app)
 
+    interval = float(app.config["CONSENT_EXPIRY_SWEEP_SECONDS"])
+    if interval > 0 and not app.testing:
+        from service import sweeper
+
+        sweeper.start(app, interval)
+
     app.before_request(_assign_request_id)
     app.after_request(_echo_request_id)
     return app

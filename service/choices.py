@@ -13,7 +13,7 @@ from service.models import Choice, Purpose
 from service.state import UserView, load_user
 from service.subjects import ensure_registered, refuse_if_erased
 
-_ETAG_RE = re.compile(r'^\s*(?:W/)?"?(\d{1,18})"?\s*$')
+_ETAG_RE = re.compile(r'^\s*(?:W/)?"(\d{1,18})"\s*$')
 
 
 def etag(version: int) -> str:

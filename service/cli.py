@@ -14,6 +14,7 @@ from flask_migrate import upgrade as alembic_upgrade
 
 from service import auth, purposes
 from service.errors import ConsentError
+from service.extensions import db
 from service.models import ROLES
 from service.readiness import MIGRATIONS_DIR
 from service.state import policies
@@ -22,7 +23,17 @@ from service.state import policies
 def _create_app() -> Flask:
     from service import create_app
 
-    return create_app()
+    app = create_app()
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        # Close pooled connections when the command ends, rather than leaving them to the GC.
+        ctx.call_on_close(lambda: _dispose(app))
+    return app
+
+
+def _dispose(app: Flask) -> None:
+    with app.app_context():
+        db.engine.dispose()
 
 
 @click.group(cls=FlaskGroup, create_app=_create_app, add_default_commands=False)
@@ -154,3 +165,16 @@ def purposes_list() -> None:
 def main(argv: list[str] | None = None) -> Any:
     """Entry point of the `consent` console script."""
     return cli.main(args=argv, prog_name="consent")
+
+
+@cli.group("overrides")
+def overrides_group() -> None:
+    """Override maintenance."""
+
+
+@overrides_group.command("expire")
+def overrides_expire() -> None:
+    """Record every override whose expiry has passed (the server also does this on a timer)."""
+    from service import overrides
+
+    click.echo(f"Recorded {overrides.expire_due()} override expiries.")

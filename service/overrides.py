@@ -9,10 +9,17 @@ import sqlalchemy as sa
 
 from service import validation
 from service.choices import require_purpose
-from service.clock import isoformat
+from service.clock import isoformat, utcnow
 from service.errors import Conflict, NotFound, ValidationFailed
 from service.extensions import db
-from service.ledger import Actor, IdempotencyRequest, LedgerWrite, head_seq, snapshot
+from service.ledger import (
+    SYSTEM_ACTOR,
+    Actor,
+    IdempotencyRequest,
+    LedgerWrite,
+    head_seq,
+    snapshot,
+)
 from service.models import Override, Subject
 from service.policy import override_active
 from service.state import load_user
@@ -165,3 +172,27 @@ def list_for(user_id: str) -> list[dict[str, Any]]:
             .order_by(Override.placed_seq.desc())
         ).scalars()
         return [override_document(o, seq, at) for o in rows]
+
+
+def expire_due(now: datetime | None = None) -> int:
+    """Write override_expired events for overrides past their expiry; return how many.
+
+    Any write does this first anyway; calling it on a timer makes expiry show up in the change
+    feed and in head answers promptly even when nothing else is written.
+    """
+    now = now or utcnow()
+    with snapshot():
+        due = db.session.execute(
+            sa.select(sa.func.count())
+            .select_from(Override)
+            .where(
+                Override.lifted_seq.is_(None),
+                Override.expired_seq.is_(None),
+                Override.expires_at <= now,
+            )
+        ).scalar_one()
+    if not due:
+        return 0
+    with LedgerWrite(Actor(*SYSTEM_ACTOR)) as w:
+        count = len(w.events)
+    return count

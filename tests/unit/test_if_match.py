@@ -1,0 +1,73 @@
+"""Unit tests for the If-Match header parsing and ETags of consent records in service.choices."""
+
+from __future__ import annotations
+
+import pytest
+
+from service.choices import etag, parse_if_match
+from service.errors import BadRequest
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ('"3"', {3}),
+        ('W/"3"', {3}),
+        ('"0"', {0}),
+        ('"1", "2"', {1, 2}),
+        ('"1","2"', {1, 2}),
+        ('W/"1", "2"', {1, 2}),
+        ('"4", "4"', {4}),
+        ('  "7"  ', {7}),
+        ('"123456789012345678"', {123456789012345678}),
+    ],
+)
+def test_if_match_gives_the_versions_it_accepts(header: str, expected: set[int]) -> None:
+    assert parse_if_match(header) == expected
+
+
+@pytest.mark.parametrize("header", ["*", " * "])
+def test_if_match_star_accepts_any_version(header: str) -> None:
+    assert parse_if_match(header) is None
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "abc",
+        '"-1"',
+        "",
+        " ",
+        '"a"',
+        '"1.5"',
+        '"1",',
+        ",",
+        '"1" "2"',
+        '"1";"2"',
+        "W/",
+        'w/"3"',
+        "**",
+        '*, "1"',
+        '"1234567890123456789"',
+        "3",
+        '"3',
+        '3"',
+        "W/3",
+    ],
+)
+def test_malformed_if_match_is_a_bad_request(header: str) -> None:
+    with pytest.raises(BadRequest) as caught:
+        parse_if_match(header)
+
+    assert caught.value.status == 400
+    assert caught.value.errors is not None
+    assert set(caught.value.errors) == {"If-Match"}
+
+
+def test_etag_is_the_version_quoted() -> None:
+    assert etag(5) == '"5"'
+
+
+@pytest.mark.parametrize("version", [0, 1, 42, 10**17])
+def test_etag_round_trips_through_if_match(version: int) -> None:
+    assert parse_if_match(etag(version)) == {version}
