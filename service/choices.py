@@ -8,10 +8,10 @@ from typing import Any
 from service import validation
 from service.errors import BadRequest, NotFound, PreconditionFailed
 from service.extensions import db
-from service.ledger import Actor, IdempotencyRequest, LedgerWrite, head_seq, snapshot
+from service.ledger import Actor, IdempotencyRequest, LedgerWrite
 from service.models import Choice, Purpose
-from service.state import UserView, load_user
-from service.subjects import ensure_registered, refuse_if_erased
+from service.state import load_user
+from service.subjects import ensure_registered, known_user, refuse_if_erased
 
 _ETAG_RE = re.compile(r'^\s*(?:W/)?"(\d{1,18})"\s*$')
 
@@ -105,25 +105,15 @@ def set_choice(
     return result
 
 
-def _known_user(user_id: str) -> tuple[UserView, int, Any]:
-    user_id = validation.user_id(user_id)
-    with snapshot():
-        seq, at = head_seq()
-        view = load_user(user_id)
-    if view.subject is None:
-        raise NotFound(f"User {user_id!r} is not known to the ledger.")
-    return view, seq, at
-
-
 def get_decisions(user_id: str) -> list[dict[str, Any]]:
     """Effective consent for every purpose, with basis and version, as of the ledger head."""
-    view, seq, at = _known_user(user_id)
+    view, seq, at = known_user(user_id)
     return [view.decision(p, seq, at) for p in view.policies]
 
 
 def get_decision(user_id: str, purpose: str) -> dict[str, Any]:
     """Effective consent for one purpose, with basis and version, as of the ledger head."""
-    view, seq, at = _known_user(user_id)
+    view, seq, at = known_user(user_id)
     if purpose not in view.policies:
         raise NotFound(f"Purpose {purpose!r} does not exist.")
     return view.decision(purpose, seq, at)

@@ -124,15 +124,20 @@ def erase(actor: Actor, user_id: str) -> dict[str, Any]:
     return result
 
 
-def get_subject(user_id: str) -> dict[str, Any]:
-    """The subject and its effective consent per purpose, as of the ledger head."""
+def known_user(user_id: str) -> tuple[UserView, int, datetime | None]:
+    """A known user's view with the head seq and time it is as of; 404 for a never-seen ID."""
     user_id = validation.user_id(user_id)
     with snapshot():
         seq, at = head_seq()
         view = load_user(user_id)
     if view.subject is None:
         raise NotFound(f"User {user_id!r} is not known to the ledger.")
-    return subject_document(view, seq, at)
+    return view, seq, at
+
+
+def get_subject(user_id: str) -> dict[str, Any]:
+    """The subject and its effective consent per purpose, as of the ledger head."""
+    return subject_document(*known_user(user_id))
 
 
 def subject_document(view: UserView, seq: int, at: datetime | None) -> dict[str, Any]:
