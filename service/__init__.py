@@ -47,7 +47,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     from service.api import register_blueprints
 
-    register_blueprints(app)
+    register_blueprints()
 
     interval = float(app.config["CONSENT_EXPIRY_SWEEP_SECONDS"])
     if interval > 0 and not app.testing:

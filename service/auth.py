@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import hmac
 import re
 import secrets
-from collections.abc import Callable
-from typing import Any, TypeVar, cast
+from typing import Any
 
 import sqlalchemy as sa
-from flask import g, request
+from flask import g
 
 from service.clock import isoformat
-from service.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed
+from service.errors import Conflict, NotFound, Unauthorized, ValidationFailed
 from service.extensions import db
 from service.ledger import Actor, LedgerWrite
 from service.models import ROLES, ApiKey
@@ -22,8 +20,6 @@ from service.models import ROLES, ApiKey
 TOKEN_PREFIX = "cl_"
 KEY_NAME_RE = re.compile(r"^[A-Za-z0-9._@-]{1,100}$")
 CLI_ACTOR = Actor("cli", "admin")
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 def hash_token(token: str) -> str:
@@ -103,29 +99,3 @@ def authenticate(header: str | None) -> Actor:
     if row is None or not hmac.compare_digest(row.token_hash, digest) or row.revoked_at:
         raise Unauthorized("The API key is not valid or has been revoked.")
     return Actor(row.name, row.role, g.get("request_id"))
-
-
-def current_actor() -> Actor:
-    """The actor authenticated for this request."""
-    return cast(Actor, g.actor)
-
-
-def requires(*roles: str) -> Callable[[F], F]:
-    """Let a view run only for keys of the given roles (admin may do everything)."""
-    allowed = frozenset(roles) | {"admin"}
-
-    def decorator(view: F) -> F:
-        @functools.wraps(view)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            actor = authenticate(request.headers.get("Authorization"))
-            if actor.role not in allowed:
-                raise Forbidden(
-                    f"A {actor.role!r} key may not do this; it needs one of: "
-                    f"{', '.join(sorted(allowed))}."
-                )
-            g.actor = actor
-            return view(*args, **kwargs)
-
-        return cast(F, wrapper)
-
-    return decorator

@@ -76,17 +76,7 @@ class LedgerWrite:
         self.at: datetime = utcnow()
 
     def __enter__(self) -> LedgerWrite:
-        session = db.session
-        if session().in_transaction():
-            # Whatever this request read so far was a different snapshot; writes start afresh.
-            session.rollback()
-        session.connection(execution_options={WRITE_OPTION: True})
-        row = session.execute(
-            sa.update(LedgerHead)
-            .where(LedgerHead.id == HEAD_ID)
-            .values(seq=LedgerHead.seq)
-            .returning(LedgerHead.seq, LedgerHead.at)
-        ).one()
+        row = lock_head()
         self._head = row.seq
         # Event times never go backwards, so "as of time T" maps to one seq.
         now = utcnow()
@@ -225,6 +215,24 @@ class LedgerWrite:
                 errors={"Idempotency-Key": ["Reused with a different request."]},
             )
         return Replay(record.status_code, dict(record.response), dict(record.headers))
+
+
+def lock_head() -> sa.Row[int, datetime | None]:
+    """Start a write transaction by locking the ledger head; return its seq and time.
+
+    Until commit or rollback no other writer can hand out a seq, on either backend.
+    """
+    session = db.session
+    if session().in_transaction():
+        # Whatever this request read so far was a different snapshot; writes start afresh.
+        session.rollback()
+    session.connection(execution_options={WRITE_OPTION: True})
+    return session.execute(
+        sa.update(LedgerHead)
+        .where(LedgerHead.id == HEAD_ID)
+        .values(seq=LedgerHead.seq)
+        .returning(LedgerHead.seq, LedgerHead.at)
+    ).one()
 
 
 def head_seq() -> tuple[int, datetime | None]:

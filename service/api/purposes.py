@@ -8,7 +8,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from service import purposes
-from service.auth import current_actor, requires
+from service.api.access import current_actor, requires
 from service.schemas import PurposeCreateSchema, PurposePatchSchema, PurposeSchema
 
 blp = Blueprint("purposes", __name__, url_prefix="/v1/purposes", description="Purposes")

@@ -9,7 +9,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from service import choices, history, overrides, subjects
-from service.auth import current_actor, requires
+from service.api.access import current_actor, requires
 from service.ledger import IdempotencyRequest
 from service.schemas import (
     ChoiceHeadersSchema,
