@@ -224,3 +224,88 @@ class HealthSchema(ma.Schema):
 
     status = fields.String()
     checks = fields.Dict(keys=fields.String(), values=fields.String())
+
+
+class AsOfField(fields.Field):  # type: ignore[type-arg]
+    """A seq (integer or digit string) or an RFC 3339 time, kept as text for the ledger."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise ma.ValidationError("Must be a seq or an RFC 3339 time.")
+        return str(value)
+
+
+AS_OF_DOC = {
+    "description": "A seq, or an RFC 3339 time; omitted means the ledger head.",
+    "example": "42",
+    "type": "string",
+}
+
+
+class AsOfArgsSchema(ma.Schema):
+    """The point in time a read answers as of."""
+
+    class Meta:
+        unknown = ma.RAISE
+
+    as_of = fields.String(load_default=None, metadata=AS_OF_DOC)
+
+
+class LookupSchema(ma.Schema):
+    """One pipeline decision."""
+
+    user_id = fields.String()
+    purpose = fields.String()
+    allowed = fields.Boolean()
+    state = fields.String()
+    basis = fields.String(metadata={"enum": ["erased", "override", "choice", "default", "unknown"]})
+    as_of = fields.Integer()
+
+
+class BatchLookupArgsSchema(StrictSchema):
+    """Body of POST /v1/lookup/{purpose}."""
+
+    user_ids = fields.List(
+        fields.Raw(metadata={"type": "string"}),
+        required=True,
+        metadata={"description": "At most 10,000 IDs (strings; numeric IDs may be integers)"},
+    )
+    as_of = AsOfField(load_default=None, metadata=AS_OF_DOC)
+
+
+class BatchLookupSchema(ma.Schema):
+    """Every distinct input ID in exactly one of allowed or denied."""
+
+    purpose = fields.String()
+    as_of = fields.Integer()
+    allowed = fields.List(fields.String())
+    denied = fields.List(fields.String())
+
+
+class SnapshotArgsSchema(AsOfArgsSchema):
+    """Which set, in which format, as of when."""
+
+    set = fields.String(load_default="allowed", validate=validate.OneOf(["allowed", "denied"]))
+    format = fields.String(
+        load_default="csv", validate=validate.OneOf(["csv", "ndjson", "parquet"])
+    )
+
+
+class ChangesArgsSchema(ma.Schema):
+    """Cursor, filter and page size of the change feed."""
+
+    class Meta:
+        unknown = ma.RAISE
+
+    after = fields.Integer(load_default=0, validate=validate.Range(min=0))
+    purpose = fields.String(load_default=None, validate=validate.Regexp(PURPOSE_KEY_RE))
+    limit = fields.Integer(load_default=1000, validate=validate.Range(min=1, max=10000))
+
+
+class ChangesSchema(ma.Schema):
+    """A page of the change feed."""
+
+    events = fields.List(fields.Nested(EventSchema))
+    next_after = fields.Integer(metadata={"description": "Pass as `after` to get the next page"})
+    has_more = fields.Boolean()
+    head = fields.Integer(metadata={"description": "The ledger head when this page was read"})

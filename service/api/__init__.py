@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from service.api import health, purposes, users
+from service.api import health, pipeline, purposes, users
 from service.extensions import api
 
 
 def register_blueprints() -> None:
     """Register every blueprint on the Api."""
-    for module in (health, purposes, users):
+    for module in (health, purposes, users, pipeline):
         api.register_blueprint(module.blp)
