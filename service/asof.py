@@ -8,12 +8,14 @@ holding one long transaction, so a stream of millions of IDs can be answered chu
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 import sqlalchemy as sa
 
+from service import validation
 from service.clock import utcnow
 from service.errors import NotFound, ValidationFailed
 from service.extensions import db
@@ -23,7 +25,7 @@ from service.policy import OverrideFacts, Policy, Resolution, SubjectFacts, reso
 from service.state import EPOCH
 
 IN_CHUNK = 5000  # bound on bind parameters per statement (SQLite allows 32766)
-MAX_SEQ = 2**63 - 1
+SEQ_RE = re.compile(r"[0-9]{1,19}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +51,7 @@ def point_in_time(raw: str | None) -> PointInTime:
     if raw is None or raw == "":
         return PointInTime(head, head_at or EPOCH)
     text = raw.strip()
-    if text.isdigit():
+    if SEQ_RE.fullmatch(text):
         seq = int(text)
         if seq > head:
             raise _as_of_error(raw, f"seq {seq} is beyond the ledger head ({head}).")
@@ -94,6 +96,7 @@ def seq_at_time(when: datetime) -> int:
 
 def policy_as_of(purpose: str, seq: int) -> Policy:
     """The purpose's default policy as of seq; 404 if the purpose did not exist then."""
+    validation.purpose_key(purpose)
     row = db.session.execute(
         sa.select(
             Purpose.defaults, Purpose.unknown_subject, Purpose.created_seq, Purpose.updated_seq

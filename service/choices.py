@@ -38,8 +38,8 @@ def parse_if_match(header: str) -> set[int] | None:
 
 
 def require_purpose(key: str) -> Purpose:
-    """Return the purpose, or a 404 naming it."""
-    purpose = db.session.get(Purpose, key)
+    """Return the purpose, or a 404 naming it (a 422 if the key is malformed)."""
+    purpose = db.session.get(Purpose, validation.purpose_key(key))
     if purpose is None:
         raise NotFound(f"Purpose {key!r} does not exist.")
     return purpose

@@ -162,13 +162,12 @@ def _slug_for(status: int) -> str:
 
 
 def _flatten_webargs(messages: Mapping[str, Any]) -> dict[str, Any]:
-    """Turn webargs' {location: {field: [msg]}} into {field: [msg]}; locations only add noise."""
+    """Turn webargs' {location: {field: [msg]}} into {field: [msg]}, as domain errors name them."""
     flat: dict[str, Any] = {}
     for location, fields in messages.items():
         if isinstance(fields, Mapping):
             for name, msgs in fields.items():
-                key = name if location in ("json", "form", "files") else f"{location}.{name}"
-                flat[key] = msgs
+                flat[name] = msgs
         else:
             flat[location] = fields
     return flat

@@ -49,11 +49,13 @@ def batch_ids(raw: Sequence[object]) -> list[str]:
     ids: list[str] = []
     bad: dict[str, list[str]] = {}
     for i, value in enumerate(raw):
-        text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+        numeric = isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10**64
+        text = str(value) if numeric else value
         if isinstance(text, str) and validation.is_user_id(text):
             ids.append(text)
         elif len(bad) < 100:
-            bad[f"user_ids.{i}"] = [f"{str(value)[:80]!r} is not a valid user ID."]
+            shown = value[:80] if isinstance(value, str) else type(value).__name__
+            bad[f"user_ids.{i}"] = [f"{shown!r} is not a valid user ID."]
     if bad:
         names = ", ".join(msgs[0].split(" is not")[0] for msgs in list(bad.values())[:5])
         raise ValidationFailed(
@@ -119,7 +121,9 @@ def filter_text(purpose: str, pit: PointInTime, stream: IO[bytes]) -> Iterator[b
 
 def _arrow_ids(column: pa.Array | pa.ChunkedArray) -> list[str | None]:
     if pa.types.is_integer(column.type):
-        column = pc.cast(column, pa.string())
+        # Numeric IDs are digit strings: -7 is no numeric ID (and must not match the ID "-7").
+        text = pc.cast(column, pa.string())
+        column = pc.if_else(pc.less(column, 0), pa.scalar(None, pa.string()), text)
     elif pa.types.is_large_string(column.type) or pa.types.is_string_view(column.type):
         column = pc.cast(column, pa.string())
     elif not pa.types.is_string(column.type):

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from service import validation
 from service.clock import isoformat
-from service.errors import Conflict, NotFound, ValidationFailed
+from service.errors import Conflict, NotFound
 from service.extensions import db
 from service.ledger import Actor, LedgerWrite, snapshot
 from service.models import Purpose
@@ -33,15 +33,6 @@ def purpose_document(p: Purpose) -> dict[str, Any]:
     }
 
 
-def _key(key: str) -> str:
-    if not validation.PURPOSE_KEY_RE.fullmatch(key):
-        raise ValidationFailed(
-            f"{key[:60]!r} is not a valid purpose key.",
-            errors={"key": [f"Must match {validation.PURPOSE_KEY_RULE}."]},
-        )
-    return key
-
-
 def create(
     actor: Actor,
     key: str,
@@ -51,7 +42,7 @@ def create(
     unknown_subject: str = "denied",
 ) -> dict[str, Any]:
     """Create a purpose; its creation is the first event of its policy history."""
-    key = _key(key)
+    key = validation.purpose_key(key, field="key")
     clean = validation.defaults(defaults)
     with LedgerWrite(actor) as w:
         if db.session.get(Purpose, key) is not None:
@@ -86,6 +77,7 @@ def update(actor: Actor, key: str, changes: Mapping[str, Any]) -> dict[str, Any]
     """
     if "defaults" in changes:
         changes = {**changes, "defaults": validation.defaults(changes["defaults"])}
+    key = validation.purpose_key(key, field="key")
     with LedgerWrite(actor) as w:
         purpose = db.session.get(Purpose, key)
         if purpose is None:
@@ -117,6 +109,7 @@ def update(actor: Actor, key: str, changes: Mapping[str, Any]) -> dict[str, Any]
 
 def get(key: str) -> dict[str, Any]:
     """One purpose, or a 404."""
+    key = validation.purpose_key(key, field="key")
     with snapshot():
         purpose = db.session.get(Purpose, key)
         if purpose is None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from datetime import UTC
 from typing import Any
 
 import marshmallow as ma
@@ -18,6 +20,39 @@ def _timestamp(**kwargs: Any) -> fields.String:
     return fields.String(metadata={"format": "date-time"}, **kwargs)
 
 
+_NOT_TEXT = re.compile("[\x00\ud800-\udfff]")
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+MAX_SEQ = 2**63 - 1
+
+
+class Text(fields.String):
+    """A string the database can store: no NUL bytes or lone surrogates, and on one line unless
+    multiline (where tabs and newlines are fine)."""
+
+    def __init__(self, *, multiline: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.multiline = multiline
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        if _NOT_TEXT.search(text):
+            raise ma.ValidationError("Must be text without NUL bytes or lone surrogates.")
+        if not self.multiline and _CONTROL.search(text):
+            raise ma.ValidationError("Must be one line without control characters.")
+        return text
+
+
+class UtcDateTime(fields.AwareDateTime):
+    """An RFC 3339 time with an offset, normalised to UTC (and refused if it cannot be)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        parsed = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            return parsed.astimezone(UTC)
+        except OverflowError:
+            raise ma.ValidationError("Out of range once converted to UTC.") from None
+
+
 class StrictSchema(ma.Schema):
     """Request schemas refuse unknown fields, so a typo is an error rather than ignored."""
 
@@ -30,12 +65,12 @@ class PurposeCreateSchema(StrictSchema):
 
     key = fields.String(
         required=True,
-        validate=validate.Regexp(PURPOSE_KEY_RE, error="Must match ^[a-z][a-z0-9_]{1,47}$."),
+        validate=validate.Regexp(PURPOSE_KEY_RE, error="Must match {regex}."),
     )
-    title = fields.String(required=True, validate=validate.Length(min=1, max=200))
-    description = fields.String(load_default="", validate=validate.Length(max=5000))
+    title = Text(required=True, validate=validate.Length(min=1, max=200))
+    description = Text(multiline=True, load_default="", validate=validate.Length(max=5000))
     defaults = fields.Dict(
-        keys=fields.String(),
+        keys=Text(validate=validate.Length(min=1, max=8)),
         values=_state(),
         required=True,
         metadata={"example": {"EEA": "denied", "*": "granted"}},
@@ -46,9 +81,9 @@ class PurposeCreateSchema(StrictSchema):
 class PurposePatchSchema(StrictSchema):
     """Body of PATCH /v1/purposes/{key}: any subset of the changeable fields."""
 
-    title = fields.String(validate=validate.Length(min=1, max=200))
-    description = fields.String(validate=validate.Length(max=5000))
-    defaults = fields.Dict(keys=fields.String(), values=_state())
+    title = Text(validate=validate.Length(min=1, max=200))
+    description = Text(multiline=True, validate=validate.Length(max=5000))
+    defaults = fields.Dict(keys=Text(validate=validate.Length(min=1, max=8)), values=_state())
     unknown_subject = _state()
 
     @ma.validates_schema
@@ -136,10 +171,8 @@ class ChoiceHeadersSchema(ma.Schema):
     class Meta:
         unknown = ma.EXCLUDE
 
-    if_match = fields.String(data_key="If-Match", validate=validate.Length(max=200))
-    idempotency_key = fields.String(
-        data_key="Idempotency-Key", validate=validate.Length(min=1, max=255)
-    )
+    if_match = Text(data_key="If-Match", validate=validate.Length(max=200))
+    idempotency_key = Text(data_key="Idempotency-Key", validate=validate.Length(min=1, max=255))
 
 
 class EventSchema(ma.Schema):
@@ -176,7 +209,7 @@ class PageArgsSchema(ma.Schema):
     class Meta:
         unknown = ma.RAISE
 
-    after = fields.Integer(load_default=0, validate=validate.Range(min=0))
+    after = fields.Integer(load_default=0, validate=validate.Range(min=0, max=MAX_SEQ))
     limit = fields.Integer(load_default=1000, validate=validate.Range(min=1, max=10000))
 
 
@@ -185,9 +218,9 @@ class OverrideCreateSchema(StrictSchema):
 
     purpose = fields.String(required=True, validate=validate.Regexp(PURPOSE_KEY_RE))
     state = _state(required=True)
-    reason = fields.String(required=True, validate=validate.Length(min=3, max=2000))
-    ticket = fields.String(required=True, validate=validate.Length(min=1, max=100))
-    expires_at = fields.AwareDateTime(load_default=None, allow_none=True, format="iso")
+    reason = Text(multiline=True, required=True, validate=validate.Length(min=3, max=2000))
+    ticket = Text(required=True, validate=validate.Length(min=1, max=100))
+    expires_at = UtcDateTime(load_default=None, allow_none=True, format="iso")
 
 
 class LiftArgsSchema(ma.Schema):
@@ -196,7 +229,7 @@ class LiftArgsSchema(ma.Schema):
     class Meta:
         unknown = ma.RAISE
 
-    reason = fields.String(required=True, validate=validate.Length(min=3, max=2000))
+    reason = Text(multiline=True, required=True, validate=validate.Length(min=3, max=2000))
 
 
 class OverrideSchema(ma.Schema):
@@ -248,7 +281,7 @@ class AsOfArgsSchema(ma.Schema):
     class Meta:
         unknown = ma.RAISE
 
-    as_of = fields.String(load_default=None, metadata=AS_OF_DOC)
+    as_of = Text(load_default=None, validate=validate.Length(max=64), metadata=AS_OF_DOC)
 
 
 class LookupSchema(ma.Schema):
@@ -297,7 +330,7 @@ class ChangesArgsSchema(ma.Schema):
     class Meta:
         unknown = ma.RAISE
 
-    after = fields.Integer(load_default=0, validate=validate.Range(min=0))
+    after = fields.Integer(load_default=0, validate=validate.Range(min=0, max=MAX_SEQ))
     purpose = fields.String(load_default=None, validate=validate.Regexp(PURPOSE_KEY_RE))
     limit = fields.Integer(load_default=1000, validate=validate.Range(min=1, max=10000))
 

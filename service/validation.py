@@ -30,6 +30,16 @@ def user_id(value: str, field: str = "user_id") -> str:
     return value
 
 
+def purpose_key(value: str, field: str = "purpose") -> str:
+    """Return value if it is a well-formed purpose key, else raise a 422 naming it."""
+    if PURPOSE_KEY_RE.fullmatch(value) is None:
+        raise ValidationFailed(
+            f"{value[:60]!r} is not a valid purpose key.",
+            errors={field: [f"Must match {PURPOSE_KEY_RULE}."]},
+        )
+    return value
+
+
 def jurisdiction(value: str | None, field: str = "jurisdiction") -> str | None:
     """Normalise an ISO 3166-1 alpha-2 code to upper case; None means no jurisdiction."""
     if value is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -70,15 +71,20 @@ def _empty_postgres(url: str) -> None:
     engine.dispose()
 
 
-@pytest.fixture
-def database_url(template_db: str, tmp_path: Path) -> str:
-    """A clean, migrated database for this test."""
+def clean_database(template_db: str, directory: Path) -> str:
+    """Return the URL of a clean database at head: a fresh copy, or the emptied PostgreSQL one."""
     if ON_POSTGRES:
         _empty_postgres(template_db)
         return template_db
-    path = tmp_path / "consent.db"
+    path = directory / f"consent-{uuid.uuid4().hex}.db"
     shutil.copyfile(template_db, path)
     return f"sqlite:///{path}"
+
+
+@pytest.fixture
+def database_url(template_db: str, tmp_path: Path) -> str:
+    """A clean, migrated database for this test."""
+    return clean_database(template_db, tmp_path)
 
 
 @pytest.fixture

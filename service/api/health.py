@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from service import readiness
+from service.api.parsing import Blueprint
 from service.errors import Unavailable
 from service.schemas import HealthSchema
 

@@ -6,10 +6,10 @@ from typing import Any
 
 from flask import Response, request, stream_with_context
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from service import changes, lookups, snapshots
 from service.api.access import requires
+from service.api.parsing import Blueprint
 from service.asof import pinned
 from service.schemas import (
     AsOfArgsSchema,
@@ -30,6 +30,7 @@ AS_OF_HEADER_DOC = {
 TEXT = "text/plain"
 FILTER_BODY_TYPES = (TEXT, lookups.ARROW_STREAM)
 BINARY = {"type": "string", "format": "binary"}
+UNBOUNDED = 1 << 62
 
 
 @blp.route("/lookup/<string:purpose>/<string:user_id>")
@@ -87,7 +88,9 @@ class Filter(MethodView):
     )
     def post(self, args: dict[str, Any], purpose: str) -> Response:
         """Stream IDs in, stream the allowed ones (or an aligned mask) back."""
-        request.max_content_length = None  # any number of IDs: the body is streamed, not held
+        # Any number of IDs: the body is streamed, never held. (None would fall back to the
+        # app-wide MAX_CONTENT_LENGTH, so the cap is lifted with a number no body reaches.)
+        request.max_content_length = UNBOUNDED
         pit = pinned(purpose, args["as_of"])
         headers = {AS_OF_HEADER: str(pit.seq)}
         if request.mimetype == lookups.ARROW_STREAM:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from service import purposes
 from service.api.access import current_actor, requires
+from service.api.parsing import Blueprint
 from service.schemas import PurposeCreateSchema, PurposePatchSchema, PurposeSchema
 
 blp = Blueprint("purposes", __name__, url_prefix="/v1/purposes", description="Purposes")

@@ -6,10 +6,10 @@ from typing import Any
 
 from flask import request
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from service import choices, history, overrides, subjects
 from service.api.access import current_actor, requires
+from service.api.parsing import Blueprint
 from service.ledger import IdempotencyRequest
 from service.schemas import (
     ChoiceHeadersSchema,
@@ -138,7 +138,7 @@ class UserOverrides(MethodView):
         )
 
 
-@blp.route("/<string:user_id>/overrides/<int:override_id>")
+@blp.route("/<string:user_id>/overrides/<int(max=2147483647):override_id>")
 class UserOverride(MethodView):
     """One override."""
 

@@ -1,0 +1,417 @@
+"""Property test: every pipeline read agrees with an independent replay of the ledger's events.
+
+Hypothesis generates random histories (registrations, jurisdiction changes, choices, overrides
+placed, lifted and expiring, policy changes, erasures, time passing). The test keeps its own
+model of what each operation should do, replays the events the ledger recorded with its own
+resolution rule, and checks single lookup, batch lookup, the text and Arrow filters, snapshots
+and the change feed against that replay, at the head and at random earlier `as_of` values.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+from flask import Flask
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import service.ledger
+from service import create_app
+from service.extensions import db
+from tests.conftest import ON_POSTGRES, app_config, clean_database
+from tests.factories import Api
+
+PURPOSE = "model_training"
+USERS = ("u0", "u1", "u2", "u3")
+NEVER_SEEN = "never-seen-7"
+JURISDICTIONS = (None, "DE", "NO", "US", "BR")
+# Written out here, independently of the service's own table.
+EEA = set(
+    "AT BE BG HR CY CZ DK EE FI FR DE GR HU IE IT LV LT LU MT NL PL PT RO SK SI ES SE".split()
+) | {"IS", "LI", "NO"}
+STATES = ("granted", "denied")
+
+# ---------------------------------------------------------------- operations ----------------
+
+users = st.sampled_from(USERS)
+states = st.sampled_from(STATES)
+policies = st.tuples(
+    st.dictionaries(st.sampled_from(("DE", "US", "EEA", "*")), states, max_size=4), states
+)
+overrides = st.tuples(st.just("override"), users, states, st.one_of(st.none(), st.integers(1, 90)))
+operations = st.one_of(
+    st.tuples(st.just("register"), users, st.sampled_from(JURISDICTIONS)),
+    st.tuples(st.just("choose"), users, states),
+    # Overrides and lifts twice as likely: their seq boundaries are where as_of bugs hide.
+    overrides,
+    overrides,
+    st.tuples(st.just("lift"), users),
+    st.tuples(st.just("lift"), users),
+    st.tuples(st.just("policy"), policies),
+    st.tuples(st.just("erase"), users),
+    st.tuples(st.just("tick"), st.integers(1, 60)),
+)
+
+
+class Clock:
+    """The ledger's clock, moved only by the test."""
+
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC) - timedelta(days=2)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+# ---------------------------------------------------------------- reference model -----------
+
+
+@dataclass
+class Ref:
+    """State as the test understands it: built by replaying events, or by applying operations."""
+
+    policy: tuple[dict[str, str], str] | None = None
+    subjects: dict[str, str | None] = field(default_factory=dict)
+    erased: set[str] = field(default_factory=set)
+    choices: dict[str, str] = field(default_factory=dict)
+    # override id -> (user, state, expires_at, placed order)
+    overrides: dict[int, tuple[str, str, datetime | None]] = field(default_factory=dict)
+
+    def copy(self) -> Ref:
+        """A deep enough copy for replay snapshots."""
+        return replace(
+            self,
+            subjects=dict(self.subjects),
+            erased=set(self.erased),
+            choices=dict(self.choices),
+            overrides=dict(self.overrides),
+        )
+
+    def effective(self, user: str, at: datetime) -> tuple[str, str]:
+        """(state, basis) for a user at a time, by the rule in DESIGN.md."""
+        assert self.policy is not None
+        defaults, unknown = self.policy
+        if user not in self.subjects:
+            return unknown, "unknown"
+        if user in self.erased:
+            return "denied", "erased"
+        live = [
+            (oid, s)
+            for oid, (u, s, exp) in self.overrides.items()
+            if u == user and (exp is None or exp > at)
+        ]
+        if live:
+            return max(live)[1], "override"
+        if user in self.choices:
+            return self.choices[user], "choice"
+        j = self.subjects[user]
+        if j is not None and j in defaults:
+            return defaults[j], "default"
+        if j is not None and j in EEA and "EEA" in defaults:
+            return defaults["EEA"], "default"
+        if "*" in defaults:
+            return defaults["*"], "default"
+        return "denied", "default"
+
+
+def parse_time(text: str) -> datetime:
+    """RFC 3339 as the API writes it."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+@dataclass
+class Replay:
+    """The ledger's events replayed: the state after each seq, and each event's time."""
+
+    events: list[dict[str, Any]]
+    after: dict[int, Ref] = field(default_factory=dict)
+    at: dict[int, datetime] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        ref = Ref()
+        for e in self.events:
+            before = ref.copy()
+            self._apply(ref, e)
+            self.after[e["seq"]] = ref.copy()
+            self.at[e["seq"]] = parse_time(e["at"])
+            self._check_before_after(before, ref, e)
+
+    @staticmethod
+    def _apply(ref: Ref, e: dict[str, Any]) -> None:
+        kind, user, data = e["kind"], e["user_id"], e["data"] or {}
+        if kind in ("purpose_created", "policy_changed"):
+            ref.policy = (dict(data["defaults"]), data["unknown_subject"])
+        elif kind == "subject_registered":
+            ref.subjects[user] = data["jurisdiction"]
+        elif kind == "jurisdiction_changed":
+            ref.subjects[user] = data["to"]
+        elif kind == "choice_set":
+            ref.choices[user] = data["state"]
+        elif kind == "override_placed":
+            expires = parse_time(data["expires_at"]) if data["expires_at"] else None
+            ref.overrides[data["override_id"]] = (user, data["state"], expires)
+        elif kind == "override_lifted":
+            del ref.overrides[data["override_id"]]
+        elif kind == "subject_erased":
+            ref.erased.add(user)
+
+    def _check_before_after(self, before: Ref, after: Ref, e: dict[str, Any]) -> None:
+        if e["user_id"] is None or e["purpose"] is None:
+            return
+        at = parse_time(e["at"])
+        then = at
+        if e["kind"] == "override_expired":
+            then = parse_time(e["data"]["expires_at"]) - timedelta(microseconds=1)
+        assert e["before"] == before.effective(e["user_id"], then)[0], e
+        assert e["after"] == after.effective(e["user_id"], at)[0], e
+
+    def state(self, seq: int) -> tuple[Ref, datetime]:
+        """State and event time as of seq."""
+        if seq == 0:
+            return Ref(), datetime(1970, 1, 1, tzinfo=UTC)
+        return self.after[seq], self.at[seq]
+
+
+# ---------------------------------------------------------------- the system under test -----
+
+
+@dataclass
+class World:
+    """The app, its API keys, the test's own model of the operations, and the clock."""
+
+    api: Api
+    clock: Clock
+    model: Ref = field(default_factory=Ref)
+    next_override: dict[str, int] = field(default_factory=dict)
+
+    def run(self, op: tuple[Any, ...]) -> None:
+        """Apply one operation to the ledger and to the model; their outcomes must agree."""
+        kind = op[0]
+        m = self.model
+        if kind == "tick":
+            self.clock.now += timedelta(minutes=op[1])
+            return
+        if kind == "policy":
+            (defaults, unknown) = op[1]
+            resp = self.api.call(
+                "PATCH",
+                f"/v1/purposes/{PURPOSE}",
+                json={"defaults": defaults, "unknown_subject": unknown},
+            )
+            assert resp.status_code == 200, resp.get_json()
+            m.policy = (dict(defaults), unknown)
+            return
+        user = op[1]
+        erased = user in m.erased
+        if kind == "register":
+            resp = self.api.call(
+                "PUT", f"/v1/users/{user}", role="app", json={"jurisdiction": op[2]}
+            )
+            assert resp.status_code == (409 if erased else 200), resp.get_json()
+            if not erased:
+                m.subjects[user] = op[2]
+        elif kind == "choose":
+            resp = self.api.choose(user, op[2])
+            assert resp.status_code == (409 if erased else 200), resp.get_json()
+            if not erased:
+                m.subjects.setdefault(user, None)
+                m.choices[user] = op[2]
+        elif kind == "override":
+            expires = None if op[3] is None else self.clock.now + timedelta(minutes=op[3])
+            active = [
+                oid
+                for oid, (u, _, exp) in m.overrides.items()
+                if u == user and (exp is None or exp > self.clock.now)
+            ]
+            extra = {} if expires is None else {"expires_at": expires.isoformat()}
+            resp = self.api.override(user, op[2], **extra)
+            assert resp.status_code == (409 if erased or active else 201), resp.get_json()
+            if resp.status_code == 201:
+                m.subjects.setdefault(user, None)
+                m.overrides[resp.get_json()["id"]] = (user, op[2], expires)
+        elif kind == "lift":
+            active = sorted(
+                oid
+                for oid, (u, _, exp) in m.overrides.items()
+                if u == user and (exp is None or exp > self.clock.now)
+            )
+            if not active or erased:
+                return
+            resp = self.api.call(
+                "DELETE",
+                f"/v1/users/{user}/overrides/{active[-1]}?reason=property+test",
+                role="support",
+            )
+            assert resp.status_code == 200, resp.get_json()
+            del m.overrides[active[-1]]
+        elif kind == "erase":
+            resp = self.api.call("DELETE", f"/v1/users/{user}", role="app")
+            assert resp.status_code == 200, resp.get_json()
+            m.subjects.setdefault(user, None)
+            m.erased.add(user)
+
+    def pipeline(self, method: str, path: str, **kwargs: Any) -> Any:
+        """A request as the pipeline."""
+        return self.api.call(method, path, role="pipeline", **kwargs)
+
+
+def all_events(world: World) -> list[dict[str, Any]]:
+    """The whole change feed, followed page by page with a small limit."""
+    events: list[dict[str, Any]] = []
+    after = 0
+    while True:
+        page = world.pipeline("GET", f"/v1/changes?after={after}&limit=7").get_json()
+        events.extend(page["events"])
+        after = page["next_after"]
+        if not page["has_more"]:
+            return events
+
+
+def arrow_body(ids: list[str | None]) -> bytes:
+    """An Arrow IPC stream of one string column, in two batches."""
+    sink = io.BytesIO()
+    schema = pa.schema([("user_id", pa.string())])
+    with pa.ipc.new_stream(sink, schema) as writer:
+        half = len(ids) // 2
+        for part in (ids[:half], ids[half:]):
+            writer.write_batch(pa.record_batch([pa.array(part, pa.string())], schema=schema))
+    return sink.getvalue()
+
+
+def check_reads_as_of(world: World, replay: Replay, seq: int, as_of: str) -> None:
+    """Every read as of seq (asked as `as_of`) agrees with the replay."""
+    ref, at = replay.state(seq)
+    probe = [*USERS, NEVER_SEEN]
+    if ref.policy is None:
+        resp = world.pipeline("GET", f"/v1/lookup/{PURPOSE}/u0?as_of={as_of}")
+        assert resp.status_code == 404
+        return
+    expected = {u: ref.effective(u, at) for u in probe}
+    allowed = [u for u in probe if expected[u][0] == "granted"]
+
+    for u in probe:
+        got = world.pipeline("GET", f"/v1/lookup/{PURPOSE}/{u}?as_of={as_of}").get_json()
+        assert (got["state"], got["basis"]) == expected[u], (u, seq, got)
+        assert got["allowed"] is (expected[u][0] == "granted")
+        assert got["as_of"] == seq
+
+    batch = world.pipeline(
+        "POST", f"/v1/lookup/{PURPOSE}", json={"user_ids": probe, "as_of": as_of}
+    ).get_json()
+    assert batch["allowed"] == allowed and batch["as_of"] == seq
+    assert batch["denied"] == [u for u in probe if u not in allowed]
+
+    lines = [*probe, "not valid!", "", *reversed(probe)]
+    text = world.pipeline(
+        "POST",
+        f"/v1/filter/{PURPOSE}?as_of={as_of}",
+        data="\n".join(lines).encode(),
+        headers={"Content-Type": "text/plain"},
+    )
+    assert text.headers["Consent-As-Of"] == str(seq)
+    assert text.data.decode().splitlines() == [u for u in lines if u in allowed]
+
+    arrow_ids: list[str | None] = [*probe, None, "bad id"]
+    arrow = world.pipeline(
+        "POST",
+        f"/v1/filter/{PURPOSE}?as_of={as_of}",
+        data=arrow_body(arrow_ids),
+        headers={"Content-Type": "application/vnd.apache.arrow.stream"},
+    )
+    mask = pa.ipc.open_stream(arrow.data).read_all().column("allowed").to_pylist()
+    assert mask == [u in allowed for u in arrow_ids]
+
+    for set_name in ("allowed", "denied"):
+        snap = world.pipeline(
+            "GET", f"/v1/snapshots/{PURPOSE}?set={set_name}&format=csv&as_of={as_of}"
+        )
+        assert snap.headers["Consent-As-Of"] == str(seq)
+        rows = list(csv.DictReader(io.StringIO(snap.data.decode())))
+        want = sorted(
+            u for u in ref.subjects if (expected[u][0] == "granted") == (set_name == "allowed")
+        )
+        assert [r["user_id"] for r in rows] == want
+        assert all(r["basis"] == expected[r["user_id"]][1] for r in rows)
+
+
+def check_batch_as_of(world: World, replay: Replay, seq: int) -> None:
+    """Batch lookup as of seq agrees with the replay (or is a 404 before the purpose existed)."""
+    ref, at = replay.state(seq)
+    probe = [*USERS, NEVER_SEEN]
+    resp = world.pipeline("POST", f"/v1/lookup/{PURPOSE}", json={"user_ids": probe, "as_of": seq})
+    if ref.policy is None:
+        assert resp.status_code == 404
+        return
+    allowed = [u for u in probe if ref.effective(u, at)[0] == "granted"]
+    assert resp.get_json()["allowed"] == allowed, (seq, resp.get_json())
+
+
+@contextmanager
+def fresh_world(template_db: str, directory: Path, clock: Clock) -> Iterator[World]:
+    """A new app on a clean database for one generated history."""
+    app: Flask = create_app(app_config(clean_database(template_db, directory)))
+    try:
+        world = World(Api(app, app.test_client()), clock)
+        world.api.purpose(defaults={"EEA": "denied", "*": "granted"})
+        world.model.policy = ({"EEA": "denied", "*": "granted"}, "denied")
+        yield world
+    finally:
+        with app.app_context():
+            db.engine.dispose()
+
+
+@settings(
+    max_examples=20 if ON_POSTGRES else 30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    history=st.lists(operations, min_size=1, max_size=30),
+    picks=st.lists(st.floats(0, 1), min_size=2, max_size=4),
+)
+def test_every_read_agrees_with_a_replay_of_the_events_at_any_as_of(
+    template_db: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    history: list[tuple[Any, ...]],
+    picks: list[float],
+) -> None:
+    clock = Clock()
+    monkeypatch.setattr(service.ledger, "utcnow", clock)
+    with fresh_world(template_db, tmp_path, clock) as world:
+        for op in history:
+            world.run(op)
+        events = all_events(world)
+        seqs = [e["seq"] for e in events]
+        assert seqs == list(range(1, len(seqs) + 1)), "the feed skipped or repeated a seq"
+        replay = Replay(events)
+        head = seqs[-1]
+
+        # The events tell the same story as the operations did.
+        final, _ = replay.state(head)
+        assert final.subjects == world.model.subjects
+        assert final.erased == world.model.erased
+        assert final.choices == {u: s for u, s in world.model.choices.items()}
+        assert final.policy == world.model.policy
+        assert set(final.overrides) == set(world.model.overrides)
+
+        # The cheapest read at every seq, every read at the head and a few random seqs.
+        for seq in range(head + 1):
+            check_batch_as_of(world, replay, seq)
+        check_reads_as_of(world, replay, head, str(head))
+        for p in picks:
+            seq = round(p * head)
+            check_reads_as_of(world, replay, seq, str(seq))
+        # As an RFC 3339 time: the last seq whose event happened at or before it.
+        when = replay.at[max(1, round(picks[0] * head))]
+        by_time = max(s for s in seqs if replay.at[s] <= when)
+        check_reads_as_of(world, replay, by_time, when.isoformat().replace("+00:00", "Z"))
