@@ -26,6 +26,10 @@ from service.state import EPOCH
 
 IN_CHUNK = 5000  # bound on bind parameters per statement (SQLite allows 32766)
 SEQ_RE = re.compile(r"[0-9]{1,19}")
+RFC3339_RE = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}"
+    r"(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,12 +60,12 @@ def point_in_time(raw: str | None) -> PointInTime:
         if seq > head:
             raise _as_of_error(raw, f"seq {seq} is beyond the ledger head ({head}).")
         return PointInTime(seq, event_time(seq))
+    if not RFC3339_RE.fullmatch(text):
+        raise _as_of_error(raw, "must be a seq or an RFC 3339 time with an offset or Z.")
     try:
-        when = datetime.fromisoformat(text.replace("z", "Z"))
+        when = datetime.fromisoformat(text.upper().replace("Z", "+00:00"))
     except ValueError:
-        raise _as_of_error(raw, "must be a seq or an RFC 3339 time.") from None
-    if when.tzinfo is None:
-        raise _as_of_error(raw, "an RFC 3339 time needs a UTC offset or Z.")
+        raise _as_of_error(raw, "is not a valid date and time.") from None
     seq = seq_at_time(when)
     return PointInTime(seq, event_time(seq))
 

@@ -299,7 +299,7 @@ class BatchLookupArgsSchema(StrictSchema):
     """Body of POST /v1/lookup/{purpose}."""
 
     user_ids = fields.List(
-        fields.Raw(metadata={"type": "string"}),
+        fields.Raw(allow_none=True, metadata={"type": "string"}),
         required=True,
         metadata={"description": "At most 10,000 IDs (strings; numeric IDs may be integers)"},
     )

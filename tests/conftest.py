@@ -11,6 +11,7 @@ import shutil
 import sqlite3
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from flask_migrate import upgrade
 
+import service.ledger
 from service import create_app
 from service.config import normalise_database_url
 from service.extensions import db
@@ -100,6 +102,24 @@ def app(database_url: str) -> Iterator[Flask]:
 def client(app: Flask) -> FlaskClient:
     """A test client for the app."""
     return app.test_client()
+
+
+class Clock:
+    """A settable clock standing in for the ledger's utcnow."""
+
+    def __init__(self, now: datetime | None = None) -> None:
+        self.now = now or datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    """Control the time the ledger stamps on events."""
+    c = Clock()
+    monkeypatch.setattr(service.ledger, "utcnow", c)
+    return c
 
 
 postgres_only = pytest.mark.skipif(not ON_POSTGRES, reason="needs CONSENT_TEST_DATABASE_URL")

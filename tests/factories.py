@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from service import auth
+from service.extensions import db
 
 DEFAULTS = {"EEA": "denied", "*": "granted"}
+PROBLEM = "application/problem+json"
+LEDGER_TABLES = (
+    "events",
+    "subjects",
+    "choices",
+    "overrides",
+    "purposes",
+    "api_keys",
+    "idempotency_records",
+)
 
 
 def make_key(app: Flask, *, role: str, name: str | None = None) -> str:
@@ -23,6 +36,30 @@ def make_key(app: Flask, *, role: str, name: str | None = None) -> str:
 def bearer(token: str, **extra: str) -> dict[str, str]:
     """Authorization header for a token, plus any extra headers."""
     return {"Authorization": f"Bearer {token}", **extra}
+
+
+def assert_problem(resp: TestResponse, status: int) -> dict[str, Any]:
+    """Assert resp is an RFC 9457 problem with this status, and return its body."""
+    assert resp.status_code == status, resp.get_data(as_text=True)[:500]
+    assert resp.mimetype == PROBLEM, resp.headers
+    body = json.loads(resp.get_data(as_text=True))
+    assert isinstance(body, dict)
+    assert body["status"] == status
+    assert isinstance(body["type"], str) and body["type"]
+    assert isinstance(body["title"], str) and body["title"]
+    assert isinstance(body["detail"], str) and body["detail"]
+    return body
+
+
+def ledger_state(app: Flask) -> dict[str, int]:
+    """The ledger head and the row count of every table: any write at all changes it."""
+    with app.app_context(), db.engine.connect() as conn:
+        state = {
+            table: conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one()
+            for table in LEDGER_TABLES
+        }
+        state["head"] = conn.execute(sa.text("SELECT seq FROM ledger_head")).scalar_one()
+    return state
 
 
 class Api:

@@ -13,8 +13,7 @@ from werkzeug.test import TestResponse
 from service import auth, models
 from service.errors import ValidationFailed
 from service.extensions import db
-from tests.api.test_errors import assert_problem, ledger_state
-from tests.factories import bearer, make_key
+from tests.factories import assert_problem, bearer, ledger_state, make_key
 
 ROLES = ("app", "pipeline", "support", "admin")
 EVERYONE = frozenset(ROLES)

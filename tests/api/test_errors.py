@@ -8,51 +8,16 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-import sqlalchemy as sa
 from flask import Flask
 from werkzeug.test import TestResponse
 
 from service import create_app
 from service.extensions import db
 from tests.conftest import app_config
-from tests.factories import Api, bearer
+from tests.factories import PROBLEM, Api, assert_problem, bearer, ledger_state
 
-PROBLEM = "application/problem+json"
-LEDGER_TABLES = (
-    "events",
-    "subjects",
-    "choices",
-    "overrides",
-    "purposes",
-    "api_keys",
-    "idempotency_records",
-)
 CHOICE = "/v1/users/u1/consents/model_training"
 OVERRIDE = {"purpose": "model_training", "state": "granted", "reason": "complaint", "ticket": "T-1"}
-
-
-def assert_problem(resp: TestResponse, status: int) -> dict[str, Any]:
-    """Assert resp is an RFC 9457 problem with this status, and return its body."""
-    assert resp.status_code == status, resp.get_data(as_text=True)[:500]
-    assert resp.mimetype == PROBLEM, resp.headers
-    body = json.loads(resp.get_data(as_text=True))
-    assert isinstance(body, dict)
-    assert body["status"] == status
-    assert isinstance(body["type"], str) and body["type"]
-    assert isinstance(body["title"], str) and body["title"]
-    assert isinstance(body["detail"], str) and body["detail"]
-    return body
-
-
-def ledger_state(app: Flask) -> dict[str, int]:
-    """The ledger head and the row count of every table: any write at all changes it."""
-    with app.app_context(), db.engine.connect() as conn:
-        state = {
-            table: conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one()
-            for table in LEDGER_TABLES
-        }
-        state["head"] = conn.execute(sa.text("SELECT seq FROM ledger_head")).scalar_one()
-    return state
 
 
 @pytest.fixture

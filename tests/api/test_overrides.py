@@ -5,29 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
 from flask import Flask
 
-import service.ledger
 from service import overrides
-
-
-class Clock:
-    """A settable clock standing in for the ledger's utcnow."""
-
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    """Control the time the ledger stamps on events."""
-    c = Clock()
-    monkeypatch.setattr(service.ledger, "utcnow", c)
-    return c
+from tests.conftest import Clock
 
 
 def test_override_beats_user_choice_until_lifted(api: Any) -> None:

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 import service.ledger
 from service import create_app
 from service.extensions import db
-from tests.conftest import ON_POSTGRES, app_config, clean_database
+from tests.conftest import ON_POSTGRES, Clock, app_config, clean_database
 from tests.factories import Api
 
 PURPOSE = "model_training"
@@ -60,16 +60,6 @@ operations = st.one_of(
     st.tuples(st.just("erase"), users),
     st.tuples(st.just("tick"), st.integers(1, 60)),
 )
-
-
-class Clock:
-    """The ledger's clock, moved only by the test."""
-
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC) - timedelta(days=2)
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 # ---------------------------------------------------------------- reference model -----------
@@ -385,7 +375,7 @@ def test_every_read_agrees_with_a_replay_of_the_events_at_any_as_of(
     history: list[tuple[Any, ...]],
     picks: list[float],
 ) -> None:
-    clock = Clock()
+    clock = Clock(datetime.now(UTC) - timedelta(days=2))
     monkeypatch.setattr(service.ledger, "utcnow", clock)
     with fresh_world(template_db, tmp_path, clock) as world:
         for op in history:
