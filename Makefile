@@ -25,7 +25,8 @@ run: migrate
 	@echo "Create a key in another shell:  $(BIN)/consent keys create --role admin --name me"
 	@echo "Then:  curl -H \"Authorization: Bearer <token>\" http://$(HOST):$(PORT)/v1/purposes"
 	@echo
-	$(BIN)/gunicorn --bind $(HOST):$(PORT) --workers $(WORKERS) --access-logfile - 'service:create_app()'
+	CONSENT_BIND=$(HOST):$(PORT) CONSENT_WORKERS=$(WORKERS) CONSENT_ACCESS_LOG=- \
+		$(BIN)/gunicorn --config python:service.gunicorn_conf
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
