@@ -220,14 +220,3 @@ def decide(purpose: str, pit: PointInTime, user_ids: Sequence[str]) -> list[Reso
         resolve(subjects.get(u), choices.get(u), overrides.get(u, ()), policy, seq, pit.at)
         for u in user_ids
     ]
-
-
-def pinned(purpose: str, as_of: str | None) -> PointInTime:
-    """Fix the point in time of a streamed read and check the purpose existed then.
-
-    Done before the first byte is sent, so these problems are still proper error responses.
-    """
-    pit = point_in_time(as_of)
-    policy_as_of(purpose, pit.seq)
-    db.session.rollback()
-    return pit

@@ -35,6 +35,10 @@ def from_environ() -> dict[str, Any]:
         "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
         "CONSENT_DB_TIMEOUT_SECONDS": float(os.environ.get("CONSENT_DB_TIMEOUT_SECONDS", "5")),
         "CONSENT_EXPIRY_SWEEP_SECONDS": float(os.environ.get("CONSENT_EXPIRY_SWEEP_SECONDS", "5")),
+        # poll: each worker's index follows the ledger from a background thread;
+        # sync: it catches up before every read (tests); off: every read asks the database.
+        "CONSENT_INDEX": os.environ.get("CONSENT_INDEX", "poll"),
+        "CONSENT_INDEX_POLL_SECONDS": float(os.environ.get("CONSENT_INDEX_POLL_SECONDS", "0.2")),
         "MAX_CONTENT_LENGTH": int(os.environ.get("CONSENT_MAX_BODY_BYTES", str(1024 * 1024))),
         "API_TITLE": "Consent Ledger",
         "API_VERSION": "1.0.0",

@@ -3,40 +3,42 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from itertools import compress
 from typing import IO, Any
 
+import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from service import validation
-from service.asof import PointInTime, decide, point_in_time
+from service import decisions, validation
 from service.errors import PayloadTooLarge, ValidationFailed
+from service.index import GRANTED, INVALID, USER_ID_PATTERN, decode
 from service.streaming import ByteSink
 
 MAX_BATCH = 10_000
-FILTER_CHUNK = 10_000
+FILTER_CHUNK = 50_000
 READ_BLOCK = 1 << 20
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 ALLOWED_SCHEMA = pa.schema([pa.field("allowed", pa.bool_(), nullable=False)])
 
 
-def decision_document(user_id: str, purpose: str, pit: PointInTime) -> dict[str, Any]:
-    """The decision for one ID as of pit: {user_id, purpose, allowed, state, basis, as_of}."""
-    res = decide(purpose, pit, [user_id])[0]
+def lookup(purpose: str, user_id: str, as_of: str | None) -> dict[str, Any]:
+    """One decision: {user_id, purpose, allowed, state, basis, as_of}.
+
+    A never-seen ID answers the purpose's unknown_subject state.
+    """
+    user_id = validation.user_id(user_id)
+    seq = decisions.pin(as_of)
+    state, basis = decode(int(decisions.codes(purpose, seq, pa.array([user_id]))[0]))
     return {
         "user_id": user_id,
         "purpose": purpose,
-        "allowed": res.allowed,
-        "state": res.state,
-        "basis": res.basis,
-        "as_of": pit.seq,
+        "allowed": state == "granted",
+        "state": state,
+        "basis": basis,
+        "as_of": seq,
     }
-
-
-def lookup(purpose: str, user_id: str, as_of: str | None) -> dict[str, Any]:
-    """One decision; a never-seen ID answers the purpose's unknown_subject state."""
-    user_id = validation.user_id(user_id)
-    return decision_document(user_id, purpose, point_in_time(as_of))
 
 
 def batch_ids(raw: Sequence[object]) -> list[str]:
@@ -69,21 +71,20 @@ def batch_ids(raw: Sequence[object]) -> list[str]:
 def batch_lookup(purpose: str, raw_ids: Sequence[object], as_of: str | None) -> dict[str, Any]:
     """Split a batch into allowed and denied; each distinct input ID lands in exactly one list."""
     ids = list(dict.fromkeys(batch_ids(raw_ids)))
-    pit = point_in_time(as_of)
-    resolutions = decide(purpose, pit, ids)
+    seq = decisions.pin(as_of)
+    mask = allowed(decisions.codes(purpose, seq, pa.array(ids, pa.string())))
     return {
         "purpose": purpose,
-        "as_of": pit.seq,
-        "allowed": [u for u, r in zip(ids, resolutions, strict=True) if r.allowed],
-        "denied": [u for u, r in zip(ids, resolutions, strict=True) if not r.allowed],
+        "as_of": seq,
+        "allowed": list(compress(ids, mask)),
+        "denied": list(compress(ids, ~mask)),
     }
 
 
-def allowed_mask(purpose: str, pit: PointInTime, ids: Sequence[str | None]) -> list[bool]:
-    """For each entry, True only if it is a well-formed ID the ledger allows as of pit."""
-    valid = [u for u in ids if u is not None and validation.is_user_id(u)]
-    allowed = {u for u, r in zip(valid, decide(purpose, pit, valid), strict=True) if r.allowed}
-    return [u in allowed for u in ids]
+def allowed(codes: npt.NDArray[np.uint8]) -> npt.NDArray[np.bool_]:
+    """True where a code is a grant (a malformed ID's code never is)."""
+    mask: npt.NDArray[np.bool_] = (codes != INVALID) & ((codes & GRANTED) == GRANTED)
+    return mask
 
 
 def _lines(stream: IO[bytes]) -> Iterator[list[bytes]]:
@@ -93,45 +94,40 @@ def _lines(stream: IO[bytes]) -> Iterator[list[bytes]]:
         block = stream.read(READ_BLOCK)
         if not block:
             break
-        parts = (rest + block).split(b"\n")
+        # CRLF ends a line too; done on the joined text so a pair split across reads is seen.
+        parts = (rest + block).replace(b"\r\n", b"\n").split(b"\n")
         rest = parts.pop()
         for i in range(0, len(parts), FILTER_CHUNK):
             yield parts[i : i + FILTER_CHUNK]
     if rest:
-        yield [rest]
+        yield [rest.removesuffix(b"\r")]
 
 
-def _decode(line: bytes) -> str | None:
-    line = line.rstrip(b"\r")
-    try:
-        return line.decode("ascii")
-    except UnicodeDecodeError:
-        return None  # not an ID; fail closed: it will never be emitted
+def _as_ids(lines: list[bytes]) -> pa.Array:
+    """Lines as an Arrow string array; anything that is not a well-formed ID becomes null."""
+    raw = pa.array(lines, pa.binary())
+    ok = pc.fill_null(pc.match_substring_regex(raw, USER_ID_PATTERN), False)
+    return pc.cast(pc.if_else(ok, raw, pa.scalar(None, pa.binary())), pa.string())
 
 
-def filter_text(purpose: str, pit: PointInTime, stream: IO[bytes]) -> Iterator[bytes]:
+def filter_text(purpose: str, seq: int, stream: IO[bytes]) -> Iterator[bytes]:
     """Stream back the allowed IDs, in input order; malformed and blank lines are dropped."""
     for chunk in _lines(stream):
-        ids = [_decode(line) for line in chunk]
-        mask = allowed_mask(purpose, pit, ids)
-        kept = [line.rstrip(b"\r") for line, ok in zip(chunk, mask, strict=True) if ok]
+        mask = allowed(decisions.codes(purpose, seq, _as_ids(chunk)))
+        kept = list(compress(chunk, mask))
         if kept:
             yield b"\n".join(kept) + b"\n"
 
 
-def _arrow_ids(column: pa.Array | pa.ChunkedArray) -> list[str | None]:
+def _arrow_ids(column: pa.Array) -> pa.Array:
+    """An ID column as strings: integers in decimal (negative ones null), large strings cast."""
     if pa.types.is_integer(column.type):
         # Numeric IDs are digit strings: -7 is no numeric ID (and must not match the ID "-7").
         text = pc.cast(column, pa.string())
-        column = pc.if_else(pc.less(column, 0), pa.scalar(None, pa.string()), text)
-    elif pa.types.is_large_string(column.type) or pa.types.is_string_view(column.type):
-        column = pc.cast(column, pa.string())
-    elif not pa.types.is_string(column.type):
-        raise ValidationFailed(
-            f"The Arrow column is {column.type}; send a single column of string or int64 IDs.",
-            errors={"body": ["Column type must be string or int64."]},
-        )
-    return column.to_pylist()  # type: ignore[no-any-return]
+        return pc.if_else(pc.less(column, 0), pa.scalar(None, pa.string()), text)
+    if pa.types.is_string(column.type):
+        return column
+    return pc.cast(column, pa.string())
 
 
 def open_arrow(stream: IO[bytes]) -> pa.RecordBatchStreamReader:
@@ -163,18 +159,13 @@ def open_arrow(stream: IO[bytes]) -> pa.RecordBatchStreamReader:
     return reader
 
 
-def filter_arrow(
-    purpose: str, pit: PointInTime, reader: pa.RecordBatchStreamReader
-) -> Iterator[bytes]:
+def filter_arrow(purpose: str, seq: int, reader: pa.RecordBatchStreamReader) -> Iterator[bytes]:
     """Answer each input batch with a batch of one boolean column `allowed`, aligned to it."""
     sink = ByteSink()
     writer = pa.ipc.new_stream(sink, ALLOWED_SCHEMA)
     yield sink.take()
     for batch in reader:
-        ids = _arrow_ids(batch.column(0))
-        mask: list[bool] = []
-        for i in range(0, len(ids), FILTER_CHUNK):
-            mask.extend(allowed_mask(purpose, pit, ids[i : i + FILTER_CHUNK]))
+        mask = allowed(decisions.codes(purpose, seq, _arrow_ids(batch.column(0))))
         writer.write_batch(pa.record_batch([pa.array(mask, pa.bool_())], schema=ALLOWED_SCHEMA))
         yield sink.take()
     writer.close()

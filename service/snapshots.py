@@ -8,12 +8,17 @@ import io
 import json
 from collections.abc import Iterator
 
+import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 
-from service.asof import PointInTime, decide
+from service import decisions
+from service.asof import PointInTime, decide, event_time
 from service.extensions import db
+from service.index import BASES, BASIS_CODE, GRANTED, INVALID, encode
 from service.models import Subject
 from service.streaming import ByteSink
 
@@ -24,6 +29,7 @@ FORMATS = {
     "ndjson": "application/x-ndjson",
     "parquet": "application/vnd.apache.parquet",
 }
+BASIS_NAMES = pa.array(BASES, pa.string())
 SNAPSHOT_SCHEMA = pa.schema(
     [
         pa.field("user_id", pa.string(), nullable=False),
@@ -39,76 +45,94 @@ def _user_id_order() -> sa.ColumnElement[str]:
     return Subject.user_id.expression
 
 
-def rows(purpose: str, pit: PointInTime, want_allowed: bool) -> Iterator[list[tuple[str, str]]]:
-    """Pages of (user_id, basis) for subjects known as of pit, in user_id byte order."""
+def _database_pages(purpose: str, seq: int, want_allowed: bool) -> Iterator[pa.Table]:
+    """Pages of subjects known as of seq, in user_id byte order, resolved by the database."""
+    pit = PointInTime(seq, event_time(seq))
     order = _user_id_order()
     last: str | None = None
     while True:
-        query = sa.select(Subject.user_id).where(Subject.registered_seq <= pit.seq)
+        query = sa.select(Subject.user_id).where(Subject.registered_seq <= seq)
         if last is not None:
             query = query.where(order > last)
         ids = list(db.session.execute(query.order_by(order).limit(PAGE)).scalars())
         db.session.rollback()
         if not ids:
             return
-        page: list[tuple[str, str]] = [
-            (u, str(r.basis))
-            for u, r in zip(ids, decide(purpose, pit, ids), strict=True)
-            if r.allowed is want_allowed
-        ]
-        if page:
-            yield page
+        codes = np.array([encode(r) for r in decide(purpose, pit, ids)], dtype=np.uint8)
+        yield _page(pa.array(ids, pa.string()), codes, want_allowed)
         last = ids[-1]
 
 
-def csv_stream(pages: Iterator[list[tuple[str, str]]]) -> Iterator[bytes]:
+def _page(ids: pa.Array, codes: npt.NDArray[np.uint8], want_allowed: bool) -> pa.Table:
+    """The rows of one page that are known subjects in the wanted set, with their basis."""
+    basis = codes >> 1
+    keep = (basis != BASIS_CODE["unknown"]) & (codes != INVALID)
+    keep &= ((codes & GRANTED) == GRANTED) == want_allowed
+    picked = np.flatnonzero(keep)
+    bases = pa.DictionaryArray.from_arrays(pa.array(basis[picked].astype(np.int8)), BASIS_NAMES)
+    return pa.table(
+        [ids.take(pa.array(picked)), pc.cast(bases, pa.string())], schema=SNAPSHOT_SCHEMA
+    )
+
+
+def pages(purpose: str, seq: int, want_allowed: bool) -> Iterator[pa.Table]:
+    """Pages of (user_id, basis) for subjects known as of seq and in the wanted set."""
+    index = decisions.ready_index()
+    if index is None or not index.built_seq <= seq <= index.seq:
+        yield from _database_pages(purpose, seq, want_allowed)
+        return
+    for ids, codes, stale in index.snapshot_pages(purpose, seq):
+        if stale:
+            codes[stale] = decisions.codes_from_database(
+                purpose, seq, ids.take(pa.array(stale)).to_pylist()
+            )
+        yield _page(ids, codes, want_allowed)
+
+
+def csv_stream(tables: Iterator[pa.Table]) -> Iterator[bytes]:
     """CSV with a header line: user_id,basis."""
     yield b"user_id,basis\r\n"
-    for page in pages:
+    for table in tables:
         buf = io.StringIO()
-        csv.writer(buf).writerows(page)
+        csv.writer(buf).writerows(
+            zip(table.column(0).to_pylist(), table.column(1).to_pylist(), strict=True)
+        )
         yield buf.getvalue().encode()
 
 
-def ndjson_stream(pages: Iterator[list[tuple[str, str]]]) -> Iterator[bytes]:
+def ndjson_stream(tables: Iterator[pa.Table]) -> Iterator[bytes]:
     """One JSON object per line: {"user_id": ..., "basis": ...}."""
-    for page in pages:
+    for table in tables:
         yield "".join(
-            json.dumps({"user_id": u, "basis": b}, separators=(",", ":")) + "\n" for u, b in page
+            json.dumps({"user_id": u, "basis": b}, separators=(",", ":")) + "\n"
+            for u, b in zip(table.column(0).to_pylist(), table.column(1).to_pylist(), strict=True)
         ).encode()
 
 
-def parquet_stream(pages: Iterator[list[tuple[str, str]]]) -> Iterator[bytes]:
+def parquet_stream(tables: Iterator[pa.Table]) -> Iterator[bytes]:
     """A Parquet file written row group by row group; a cut stream lacks the footer."""
     sink = ByteSink()
     writer = pq.ParquetWriter(sink, SNAPSHOT_SCHEMA, compression="zstd")
-    pending: list[tuple[str, str]] = []
-
-    def flush() -> None:
-        writer.write_table(
-            pa.table(
-                [pa.array([u for u, _ in pending]), pa.array([b for _, b in pending])],
-                schema=SNAPSHOT_SCHEMA,
-            )
-        )
-        pending.clear()
-
-    for page in pages:
-        pending.extend(page)
-        if len(pending) >= ROW_GROUP:
-            flush()
+    pending: list[pa.Table] = []
+    rows = 0
+    for table in tables:
+        pending.append(table)
+        rows += table.num_rows
+        if rows >= ROW_GROUP:
+            writer.write_table(pa.concat_tables(pending))
+            pending, rows = [], 0
             yield sink.take()
-    if pending:
-        flush()
+    if rows:
+        writer.write_table(pa.concat_tables(pending))
     writer.close()
     yield sink.take()
 
 
-def stream(purpose: str, pit: PointInTime, set_name: str, fmt: str) -> Iterator[bytes]:
+def stream(purpose: str, seq: int, set_name: str, fmt: str) -> Iterator[bytes]:
     """The snapshot's bytes in the requested format."""
-    pages = rows(purpose, pit, set_name == "allowed")
+    tables = pages(purpose, seq, set_name == "allowed")
     if fmt == "csv":
-        return csv_stream(pages)
+        return csv_stream(tables)
     if fmt == "ndjson":
-        return ndjson_stream(pages)
-    return parquet_stream(pages)
+        return ndjson_stream(tables)
+    return parquet_stream(tables)

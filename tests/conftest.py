@@ -39,6 +39,8 @@ def app_config(url: str) -> dict[str, Any]:
         "TESTING": True,
         "SQLALCHEMY_DATABASE_URI": url,
         "CONSENT_EXPIRY_SWEEP_SECONDS": 0,
+        # Reads go through the in-memory index, caught up before each read so tests are exact.
+        "CONSENT_INDEX": "sync",
     }
 
 

@@ -7,10 +7,9 @@ from typing import Any
 from flask import Response, request, stream_with_context
 from flask.views import MethodView
 
-from service import changes, lookups, snapshots
+from service import changes, decisions, lookups, snapshots
 from service.api.access import requires
 from service.api.parsing import Blueprint
-from service.asof import pinned
 from service.schemas import (
     AsOfArgsSchema,
     BatchLookupArgsSchema,
@@ -91,14 +90,14 @@ class Filter(MethodView):
         # Any number of IDs: the body is streamed, never held. (None would fall back to the
         # app-wide MAX_CONTENT_LENGTH, so the cap is lifted with a number no body reaches.)
         request.max_content_length = UNBOUNDED
-        pit = pinned(purpose, args["as_of"])
-        headers = {AS_OF_HEADER: str(pit.seq)}
+        seq = decisions.pinned(purpose, args["as_of"])
+        headers = {AS_OF_HEADER: str(seq)}
         if request.mimetype == lookups.ARROW_STREAM:
             reader = lookups.open_arrow(request.stream)
-            body = lookups.filter_arrow(purpose, pit, reader)
+            body = lookups.filter_arrow(purpose, seq, reader)
             mimetype = lookups.ARROW_STREAM
         else:
-            body = lookups.filter_text(purpose, pit, request.stream)
+            body = lookups.filter_text(purpose, seq, request.stream)
             mimetype = TEXT
         return Response(stream_with_context(body), mimetype=mimetype, headers=headers)
 
@@ -125,16 +124,16 @@ class Snapshot(MethodView):
     )
     def get(self, args: dict[str, Any], purpose: str) -> Response:
         """Stream a snapshot for offline joins."""
-        pit = pinned(purpose, args["as_of"])
-        body = snapshots.stream(purpose, pit, args["set"], args["format"])
+        seq = decisions.pinned(purpose, args["as_of"])
+        body = snapshots.stream(purpose, seq, args["set"], args["format"])
         extension = args["format"]
         return Response(
             stream_with_context(body),
             mimetype=snapshots.FORMATS[args["format"]],
             headers={
-                AS_OF_HEADER: str(pit.seq),
+                AS_OF_HEADER: str(seq),
                 "Content-Disposition": f'attachment; filename="{purpose}-{args["set"]}-'
-                f'{pit.seq}.{extension}"',
+                f'{seq}.{extension}"',
             },
         )
 

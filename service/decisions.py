@@ -1,0 +1,170 @@
+"""Decisions for many IDs as of a seq: from the worker's in-memory index when it can answer,
+from the database otherwise (before the index is built, or for IDs changed since `as_of`)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from flask import Flask, current_app
+
+from service import asof, validation
+from service.errors import NotFound
+from service.extensions import db
+from service.index import INVALID, ConsentIndex, Stale, build, encode, events_after
+
+log = logging.getLogger(__name__)
+
+MODES = ("poll", "sync", "off")
+
+
+@dataclass
+class Follower:
+    """One app's index and how it follows the ledger: a poll thread, or a catch-up per read."""
+
+    mode: str
+    poll_seconds: float
+    index: ConsentIndex | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    started: bool = False
+    last_poll: float = 0.0
+
+    def ensure_started(self, app: Flask) -> None:
+        """Start following: a background thread (poll) or a synchronous build (sync)."""
+        if self.started or self.mode == "off":
+            return
+        with self.lock:
+            if self.started:
+                return
+            self.started = True
+            if self.mode == "sync":
+                self.index = build()
+                return
+            threading.Thread(
+                target=self._run, args=(app,), name="consent-index", daemon=True
+            ).start()
+
+    def _run(self, app: Flask) -> None:
+        while True:
+            try:
+                with app.app_context():
+                    if self.index is None:
+                        began = time.monotonic()
+                        self.index = build()
+                        log.info(
+                            "read index built at seq %d: %d subjects in %.1f s",
+                            self.index.seq,
+                            self.index.n_rows,
+                            time.monotonic() - began,
+                        )
+                    catch_up(self.index)
+                    self.last_poll = time.monotonic()
+            except Exception:  # an outage: keep the index, answer from it, retry
+                log.exception("read index refresh failed")
+            time.sleep(self.poll_seconds)
+
+
+def init_app(app: Flask) -> None:
+    """Attach a follower to the app, in the mode its configuration names."""
+    mode = app.config.get("CONSENT_INDEX", "poll")
+    if mode not in MODES:
+        raise ValueError(f"CONSENT_INDEX must be one of {MODES}, not {mode!r}")
+    app.extensions["consent_index"] = Follower(
+        mode, float(app.config["CONSENT_INDEX_POLL_SECONDS"])
+    )
+
+
+def follower() -> Follower:
+    """The current app's follower."""
+    return current_app.extensions["consent_index"]  # type: ignore[no-any-return]
+
+
+def catch_up(index: ConsentIndex) -> None:
+    """Apply every committed event after the index's seq."""
+    while True:
+        events = events_after(index.seq)
+        index.apply(events)
+        if len(events) < 10_000:
+            return
+
+
+def ready_index() -> ConsentIndex | None:
+    """The index if it can answer now (caught up first in sync mode), else None."""
+    f = follower()
+    f.ensure_started(current_app._get_current_object())  # type: ignore[attr-defined]
+    if f.index is not None and f.mode == "sync":
+        catch_up(f.index)
+    return f.index
+
+
+def pin(as_of: str | None) -> int:
+    """The seq a read answers as of: the index's head when not given (no database round trip)."""
+    index = ready_index()
+    if index is not None:
+        text = (as_of or "").strip()
+        if not text:
+            return index.seq
+        if asof.SEQ_RE.fullmatch(text) and int(text) <= index.seq:
+            return int(text)
+        if asof.SEQ_RE.fullmatch(text):
+            catch_up(index)  # a seq someone just saw committed: follow to it before judging
+            if int(text) <= index.seq:
+                return int(text)
+    return asof.point_in_time(as_of).seq
+
+
+def require_purpose(purpose: str, seq: int) -> None:
+    """404 unless the purpose existed as of seq."""
+    validation.purpose_key(purpose)
+    index = ready_index()
+    if index is not None and seq >= index.built_seq and seq <= index.seq:
+        p = index.purposes.get(purpose)
+        if p is None or p.created_seq > seq:
+            raise NotFound(f"Purpose {purpose!r} does not exist as of seq {seq}.")
+        return
+    asof.policy_as_of(purpose, seq)
+    db.session.rollback()
+
+
+def codes(purpose: str, seq: int, ids: pa.Array) -> np.ndarray[Any, np.dtype[np.uint8]]:
+    """The code (state and basis) of each ID as of seq; INVALID for malformed IDs."""
+    index = ready_index()
+    if index is not None:
+        try:
+            out, stale = index.codes(purpose, seq, ids)
+        except Stale:
+            pass
+        except KeyError:
+            raise NotFound(f"Purpose {purpose!r} does not exist as of seq {seq}.") from None
+        else:
+            if stale:
+                texts = pa.array(ids).take(pa.array(stale)).to_pylist()
+                out[stale] = codes_from_database(purpose, seq, texts)
+            return out
+    texts = pa.array(ids).to_pylist()
+    valid = [i for i, t in enumerate(texts) if isinstance(t, str) and validation.is_user_id(t)]
+    out = np.full(len(texts), INVALID, dtype=np.uint8)
+    if valid:
+        out[valid] = codes_from_database(purpose, seq, [texts[i] for i in valid])
+    return out
+
+
+def codes_from_database(purpose: str, seq: int, user_ids: list[str]) -> list[int]:
+    """Codes for well-formed IDs as of seq, resolved by the database."""
+    pit = asof.PointInTime(seq, asof.event_time(seq))
+    return [encode(r) for r in asof.decide(purpose, pit, user_ids)]
+
+
+def pinned(purpose: str, as_of: str | None) -> int:
+    """Fix the seq of a streamed read and check the purpose existed then.
+
+    Done before the first byte is sent, so these problems are still proper error responses.
+    """
+    seq = pin(as_of)
+    require_purpose(purpose, seq)
+    return seq

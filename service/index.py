@@ -1,0 +1,592 @@
+"""The in-memory read index: every subject's effective consent per purpose, following the head.
+
+Each worker holds one. Numeric user IDs (canonical digit strings) live in a sorted int64 array
+whose positions are the subjects' rows; other IDs, and IDs registered since the last compaction,
+live in a dict. Per row: a jurisdiction code and an erased flag; per purpose and row: the user's
+choice and one effective code (state and basis). Overrides, being few, are kept per row as the
+same facts the pure resolution rule takes.
+
+The index is built from one consistent read of the state tables and then follows the ledger by
+applying the events after its seq. An answer as of the head is a vectorised gather. An answer as
+of an earlier seq S (not before the index was built) is the same gather, with the policy as of
+S for subjects on their default, and with the subjects that have events after S answered from
+the database instead: their state as of S is not in memory, everyone else's is unchanged.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+import sqlalchemy as sa
+
+from service.extensions import db
+from service.models import Choice, Event, LedgerHead, Override, Purpose, Subject
+from service.policy import (
+    COUNTRY_CODES,
+    OverrideFacts,
+    Policy,
+    Resolution,
+    SubjectFacts,
+    default_for,
+    resolve,
+)
+from service.state import EPOCH
+
+BASES = ("unknown", "erased", "override", "choice", "default")
+BASIS_CODE = {b: i for i, b in enumerate(BASES)}
+GRANTED = 1
+DEFAULT_CODE = BASIS_CODE["default"] * 2
+INVALID = 255  # a malformed ID: never allowed, never looked up
+NO_ROW = -1
+BAD_ID = -2
+
+USER_ID_PATTERN = "^[A-Za-z0-9._:@-]{1,64}$"
+NUMERIC_PATTERN = "^(0|[1-9][0-9]{0,17})$"  # canonical digit strings that fit an int64
+JURISDICTIONS: tuple[str | None, ...] = (None, *sorted(COUNTRY_CODES))
+JUR_CODE = {j: i for i, j in enumerate(JURISDICTIONS)}
+CHOICE_CODE = {None: 0, "granted": 1, "denied": 2}
+CHOICE_STATE = (None, "granted", "denied")
+COMPACT_AFTER = 50_000
+POWERS_OF_TEN = np.array([10**i for i in range(19)], dtype=np.int64)
+FETCH = 100_000
+
+IntArray = npt.NDArray[np.int64]
+CodeArray = npt.NDArray[np.uint8]
+
+
+def encode(res: Resolution) -> int:
+    """The one-byte code of a resolution: basis and state."""
+    return BASIS_CODE[res.basis] * 2 + (GRANTED if res.allowed else 0)
+
+
+def decode(code: int) -> tuple[str, str]:
+    """(state, basis) of a code."""
+    return ("granted" if code & GRANTED else "denied"), BASES[code >> 1]
+
+
+def default_codes(policy: Policy) -> CodeArray:
+    """The default code for every jurisdiction code, by the resolution rule itself."""
+    return np.array(
+        [DEFAULT_CODE | (default_for(policy, j)[0] == "granted") for j in JURISDICTIONS],
+        dtype=np.uint8,
+    )
+
+
+def unknown_code(policy: Policy) -> int:
+    """The code for an ID the ledger has not seen."""
+    return BASIS_CODE["unknown"] * 2 + (policy.unknown_subject == "granted")
+
+
+class Stale(Exception):
+    """The index cannot answer this as_of from memory; the database must."""
+
+
+@dataclass
+class PurposeIndex:
+    """One purpose's policy history and per-row state."""
+
+    key: str
+    created_seq: int
+    history: list[tuple[int, Policy]]
+    choice: npt.NDArray[np.int8]
+    eff: CodeArray
+    overrides: dict[int, list[OverrideFacts]] = field(default_factory=dict)
+
+    @property
+    def policy(self) -> Policy:
+        """The policy at the index's seq."""
+        return self.history[-1][1]
+
+    def policy_at(self, seq: int) -> Policy:
+        """The policy as of seq (the purpose existed then)."""
+        seqs = [s for s, _ in self.history]
+        return self.history[bisect.bisect_right(seqs, seq) - 1][1]
+
+
+class ConsentIndex:
+    """Subjects and their effective consent per purpose, as of `seq`, in memory."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.seq = 0
+        self.at: datetime = EPOCH
+        self.built_seq = 0
+        self.keys: IntArray = np.empty(0, dtype=np.int64)  # sorted numeric IDs
+        self.key_rows = np.empty(0, dtype=np.int32)  # the row of each key
+        self.extra: dict[str, int] = {}
+        self.n_rows = 0
+        self.jur = np.zeros(0, dtype=np.uint8)
+        self.erased = np.zeros(0, dtype=np.bool_)
+        self.purposes: dict[str, PurposeIndex] = {}
+        self.changed: dict[str, int] = {}  # user_id -> seq of its last event since the build
+
+    # ------------------------------------------------------------------ rows
+
+    def _grow(self, rows: int) -> None:
+        if rows <= len(self.jur):
+            return
+        capacity = max(rows, int(len(self.jur) * 1.25) + 1024)
+        self.jur = _resized(self.jur, capacity)
+        self.erased = _resized(self.erased, capacity)
+        for p in self.purposes.values():
+            p.choice = _resized(p.choice, capacity)
+            p.eff = _resized(p.eff, capacity)
+
+    def row_of(self, user_id: str) -> int:
+        """The row of a known subject, or NO_ROW."""
+        row = self.extra.get(user_id)
+        if row is not None:
+            return row
+        if user_id.isdigit() and (user_id == "0" or user_id[0] != "0") and len(user_id) < 19:
+            value = int(user_id)
+            i = int(np.searchsorted(self.keys, value))
+            if i < len(self.keys) and self.keys[i] == value:
+                return int(self.key_rows[i])
+        return NO_ROW
+
+    def _new_row(self, user_id: str) -> int:
+        row = self.n_rows
+        self.n_rows += 1
+        self._grow(self.n_rows)
+        self.extra[user_id] = row
+        self.jur[row] = 0
+        self.erased[row] = False
+        for p in self.purposes.values():
+            p.choice[row] = 0
+        return row
+
+    def rows_for(self, ids: pa.Array) -> IntArray:
+        """Rows for an Arrow array of IDs: NO_ROW if unknown, BAD_ID if malformed or null."""
+        n = len(ids)
+        rows = np.full(n, BAD_ID, dtype=np.int64)
+        if n == 0:
+            return rows
+        valid = pc.fill_null(pc.match_substring_regex(ids, USER_ID_PATTERN), False)
+        numeric = pc.and_(valid, pc.match_substring_regex(ids, NUMERIC_PATTERN))
+        valid_np = valid.to_numpy(zero_copy_only=False)
+        numeric_np = numeric.to_numpy(zero_copy_only=False)
+        rows[valid_np] = NO_ROW
+        if numeric_np.any() and len(self.keys):
+            values = pc.cast(pc.filter(ids, numeric), pa.int64()).to_numpy()
+            pos = np.minimum(np.searchsorted(self.keys, values), len(self.keys) - 1)
+            hit = self.keys[pos] == values
+            rows[np.flatnonzero(numeric_np)] = np.where(hit, self.key_rows[pos], NO_ROW)
+        if self.extra:
+            # IDs registered since the last compaction, and non-numeric IDs, are in the dict.
+            misses = np.flatnonzero(rows == NO_ROW)
+            if len(misses):
+                texts = pc.take(ids, pa.array(misses)).to_pylist()
+                get = self.extra.get
+                rows[misses] = [get(t, NO_ROW) for t in texts]
+        return rows
+
+    # ------------------------------------------------------------------ answers
+
+    def _purpose_at(self, purpose: str, seq: int) -> PurposeIndex:
+        if seq > self.seq or seq < self.built_seq:
+            raise Stale(seq)
+        p = self.purposes.get(purpose)
+        if p is None or p.created_seq > seq:
+            raise KeyError(purpose)
+        return p
+
+    def _codes(self, p: PurposeIndex, seq: int, rows: IntArray) -> CodeArray:
+        known = rows >= 0
+        policy = p.policy_at(seq)
+        out = np.full(len(rows), unknown_code(policy), dtype=np.uint8)
+        out[known] = p.eff[rows[known]]
+        out[rows == BAD_ID] = INVALID
+        if policy is not p.policy:
+            # Subjects untouched since seq answer with the policy of then if on their default.
+            on_default = known & ((out >> 1) == BASIS_CODE["default"])
+            out[on_default] = default_codes(policy)[self.jur[rows[on_default]]]
+        return out
+
+    def changed_after(self, seq: int) -> list[str]:
+        """Users with an event after seq: memory holds only their newer state."""
+        with self.lock:
+            return [u for u, s in self.changed.items() if s > seq]
+
+    def codes(self, purpose: str, seq: int, ids: pa.Array) -> tuple[CodeArray, list[int]]:
+        """Codes for each ID as of seq, and the positions the database must answer instead.
+
+        Raises Stale when seq is outside what memory can answer (before the build, or after
+        the index's own seq), and KeyError when the purpose did not exist as of seq.
+        """
+        with self.lock:
+            p = self._purpose_at(purpose, seq)
+            rows = self.rows_for(ids)
+            out = self._codes(p, seq, rows)
+            stale: list[int] = []
+            if seq < self.seq and self.changed:
+                changed = [u for u, s in self.changed.items() if s > seq]
+                if changed:
+                    hit = pc.fill_null(pc.is_in(ids, value_set=pa.array(changed, ids.type)), False)
+                    stale = np.flatnonzero(hit.to_numpy(zero_copy_only=False)).tolist()
+            return out, stale
+
+    # ------------------------------------------------------------------ applying the ledger
+
+    def _recompute(self, row: int, purposes: Iterable[PurposeIndex]) -> None:
+        subject = SubjectFacts(JURISDICTIONS[self.jur[row]], bool(self.erased[row]))
+        for p in purposes:
+            res = resolve(
+                subject,
+                CHOICE_STATE[p.choice[row]],
+                p.overrides.get(row, ()),
+                p.policy,
+                self.seq,
+                self.at,
+            )
+            p.eff[row] = encode(res)
+
+    def _add_purpose(self, key: str, seq: int, policy: Policy) -> PurposeIndex:
+        capacity = len(self.jur)
+        p = PurposeIndex(
+            key,
+            seq,
+            [(seq, policy)],
+            np.zeros(capacity, dtype=np.int8),
+            np.zeros(capacity, dtype=np.uint8),
+        )
+        self.purposes[key] = p
+        self._recompute_all(p)
+        return p
+
+    def _recompute_all(self, p: PurposeIndex) -> None:
+        """Vectorised: erased, else choice, else default; then rows with overrides one by one."""
+        n = self.n_rows
+        eff = default_codes(p.policy)[self.jur[:n]]
+        choice = p.choice[:n]
+        has_choice = choice != 0
+        eff[has_choice] = BASIS_CODE["choice"] * 2 + (choice[has_choice] == 1)
+        eff[self.erased[:n]] = BASIS_CODE["erased"] * 2
+        p.eff[:n] = eff
+        for row in list(p.overrides):
+            self._recompute(row, [p])
+
+    def apply(self, events: Sequence[Any]) -> None:
+        """Apply events (seq order, each after the index's seq) and move the index to the last."""
+        if not events:
+            return
+        with self.lock:
+            touched: set[int] = set()
+            policy_moved: set[str] = set()
+            for e in events:
+                self.seq, self.at = e.seq, e.at
+                self._apply_one(e, touched, policy_moved)
+            for key in policy_moved:
+                self._recompute_all(self.purposes[key])
+            for row in touched:
+                self._recompute(row, self.purposes.values())
+            if len(self.extra) > COMPACT_AFTER:
+                self.compact()
+
+    def _apply_one(self, e: Any, touched: set[int], policy_moved: set[str]) -> None:
+        data = e.data or {}
+        kind = e.kind
+        if kind in ("purpose_created", "policy_changed"):
+            policy = Policy(dict(data["defaults"]), data["unknown_subject"])
+            if e.purpose in self.purposes:
+                self.purposes[e.purpose].history.append((e.seq, policy))
+                policy_moved.add(e.purpose)
+            else:
+                self._add_purpose(e.purpose, e.seq, policy)
+            return
+        if e.user_id is None:
+            return
+        self.changed[e.user_id] = e.seq
+        row = self.row_of(e.user_id)
+        if row == NO_ROW:
+            row = self._new_row(e.user_id)
+        touched.add(row)
+        p = self.purposes.get(e.purpose) if e.purpose else None
+        if kind == "subject_registered":
+            self.jur[row] = JUR_CODE.get(data.get("jurisdiction"), 0)
+        elif kind == "jurisdiction_changed":
+            self.jur[row] = JUR_CODE.get(data.get("to"), 0)
+        elif kind == "subject_erased":
+            self.erased[row] = True
+        elif kind == "choice_set" and p is not None:
+            p.choice[row] = CHOICE_CODE.get(data.get("state"), 0)
+        elif kind == "override_placed" and p is not None:
+            expires = data.get("expires_at")
+            p.overrides.setdefault(row, []).append(
+                OverrideFacts(
+                    id=int(data["override_id"]),
+                    state=str(data["state"]),
+                    placed_seq=e.seq,
+                    expires_at=datetime.fromisoformat(expires) if expires else None,
+                    placed_by=e.actor,
+                    ticket=e.ticket or "",
+                )
+            )
+        elif kind == "override_lifted" and p is not None:
+            kept = [o for o in p.overrides.get(row, []) if o.id != data.get("override_id")]
+            if kept:
+                p.overrides[row] = kept
+            else:
+                p.overrides.pop(row, None)
+
+    def compact(self) -> None:
+        """Fold numeric IDs registered since the last compaction into the sorted key array.
+
+        Rows never move: new arrays of keys and their rows replace the old ones, so a reader
+        holding the old pair (a snapshot being streamed) still sees a consistent mapping.
+        """
+        with self.lock:
+            numeric = {u: r for u, r in self.extra.items() if _is_numeric(u)}
+            if not numeric:
+                return
+            keys = np.concatenate(
+                [self.keys, np.fromiter((int(u) for u in numeric), np.int64, len(numeric))]
+            )
+            rows = np.concatenate(
+                [self.key_rows, np.fromiter(numeric.values(), np.int32, len(numeric))]
+            )
+            order = np.argsort(keys, kind="stable")
+            self.keys, self.key_rows = keys[order], rows[order]
+            self.extra = {u: r for u, r in self.extra.items() if u not in numeric}
+
+    # ------------------------------------------------------------------ snapshots
+
+    def snapshot_pages(
+        self, purpose: str, seq: int, page: int = 100_000
+    ) -> Iterator[tuple[pa.Array, CodeArray, list[int]]]:
+        """Subjects in user_id byte order, page by page: (ids, codes, stale positions).
+
+        Codes come straight from rows, no ID parsing; the arrays read are the ones current when
+        the snapshot starts (compaction replaces them rather than changing them in place).
+        """
+        with self.lock:
+            self._purpose_at(purpose, seq)
+            if any(_is_numeric(u) for u in self.extra):
+                self.compact()
+            keys, key_rows = self.keys, self.key_rows
+            strings = sorted(self.extra)
+            string_rows = np.array([self.extra[u] for u in strings], dtype=np.int64)
+            changed = pa.array([u for u, s in self.changed.items() if s > seq], pa.string())
+        lex = _lexicographic_order(keys)
+        digits = _Digits(keys, lex)
+        positions = [bisect.bisect_left(digits, u) for u in strings]
+        n, s_i = len(keys), 0
+        for start in range(0, max(n, 1), page):
+            stop = min(start + page, n)
+            positions_here = lex[start:stop]
+            rows = key_rows[positions_here].astype(np.int64)
+            ids = pc.cast(pa.array(keys[positions_here]), pa.string())
+            take = s_i
+            while take < len(strings) and (positions[take] < stop or stop == n):
+                take += 1
+            if take > s_i:
+                # String IDs that sort inside this page: merge them in by sorting the page.
+                ids = pa.concat_arrays([ids, pa.array(strings[s_i:take], pa.string())])
+                rows = np.concatenate([rows, string_rows[s_i:take]])
+                order = pc.sort_indices(ids).to_numpy()
+                ids, rows = ids.take(pa.array(order)), rows[order]
+                s_i = take
+            if len(rows) == 0:
+                continue
+            with self.lock:
+                out = self._codes(self._purpose_at(purpose, seq), seq, rows)
+            stale: list[int] = []
+            if len(changed):
+                hit = pc.is_in(ids, value_set=changed).to_numpy(zero_copy_only=False)
+                stale = np.flatnonzero(hit).tolist()
+            yield ids, out, stale
+
+
+class _Digits(Sequence[str]):
+    """The numeric IDs as strings, in byte order, for bisecting a string ID into them."""
+
+    def __init__(self, keys: IntArray, lex: IntArray) -> None:
+        self.keys, self.lex = keys, lex
+
+    def __len__(self) -> int:
+        return len(self.lex)
+
+    def __getitem__(self, i: Any) -> Any:
+        return str(int(self.keys[self.lex[i]]))
+
+
+def _lexicographic_order(keys: IntArray) -> IntArray:
+    """Positions of numeric IDs sorted as strings: by the digits padded right, shorter first."""
+    if len(keys) == 0:
+        return np.empty(0, dtype=np.int64)
+    # Digit counts by comparison with powers of ten: exact, unlike a floating-point log10.
+    lengths = np.maximum(np.searchsorted(POWERS_OF_TEN, keys, side="right"), 1).astype(np.int64)
+    padded = keys.astype(np.uint64) * (np.uint64(10) ** (19 - lengths).astype(np.uint64))
+    return np.lexsort((lengths, padded)).astype(np.int64)
+
+
+def _is_numeric(user_id: str) -> bool:
+    return (
+        user_id.isascii()
+        and user_id.isdigit()
+        and (user_id == "0" or user_id[0] != "0")
+        and len(user_id) < 19
+    )
+
+
+def _resized(array: Any, capacity: int) -> Any:
+    out = np.zeros(capacity, dtype=array.dtype)
+    out[: len(array)] = array
+    return out
+
+
+# ---------------------------------------------------------------------- loading from the database
+
+
+EVENT_FIELDS = (
+    Event.seq,
+    Event.at,
+    Event.kind,
+    Event.user_id,
+    Event.purpose,
+    Event.data,
+    Event.actor,
+    Event.ticket,
+)
+
+
+def build() -> ConsentIndex:
+    """Build an index from one consistent read of the state tables at the ledger head."""
+    index = ConsentIndex()
+    session = db.session
+    if session().in_transaction():
+        session.rollback()
+    options: dict[str, Any] = {}
+    if session.get_bind().dialect.name == "postgresql":
+        options = {"isolation_level": "REPEATABLE READ", "postgresql_readonly": True}
+    session.connection(execution_options=options)
+    try:
+        head = session.execute(sa.select(LedgerHead.seq, LedgerHead.at)).one()
+        index.seq = index.built_seq = int(head.seq)
+        index.at = head.at or EPOCH
+        _load_subjects(index)
+        histories = _policy_histories()
+        for p in session.execute(sa.select(Purpose.key, Purpose.created_seq)):
+            pi = PurposeIndex(
+                p.key,
+                p.created_seq,
+                histories[p.key],
+                np.zeros(len(index.jur), dtype=np.int8),
+                np.zeros(len(index.jur), dtype=np.uint8),
+            )
+            index.purposes[p.key] = pi
+        _load_choices(index)
+        _load_overrides(index)
+        for pi in index.purposes.values():
+            index._recompute_all(pi)
+    finally:
+        session.rollback()
+    return index
+
+
+def _load_subjects(index: ConsentIndex) -> None:
+    numeric_ids: list[IntArray] = []
+    numeric_jur: list[CodeArray] = []
+    numeric_erased: list[npt.NDArray[np.bool_]] = []
+    strings: list[tuple[str, int, bool]] = []
+    result = db.session.execute(
+        sa.select(Subject.user_id, Subject.jurisdiction, Subject.erased).execution_options(
+            yield_per=FETCH
+        )
+    )
+    for batch in result.partitions(FETCH):
+        ids = pa.array([r[0] for r in batch], pa.string())
+        jur = np.array([JUR_CODE.get(r[1], 0) for r in batch], dtype=np.uint8)
+        erased = np.array([bool(r[2]) for r in batch], dtype=np.bool_)
+        numeric = pc.match_substring_regex(ids, NUMERIC_PATTERN).to_numpy(zero_copy_only=False)
+        numeric_ids.append(pc.cast(pc.filter(ids, pa.array(numeric)), pa.int64()).to_numpy())
+        numeric_jur.append(jur[numeric])
+        numeric_erased.append(erased[numeric])
+        for pos in np.flatnonzero(~numeric).tolist():
+            strings.append((batch[pos][0], int(jur[pos]), bool(erased[pos])))
+    keys = np.concatenate(numeric_ids) if numeric_ids else np.empty(0, dtype=np.int64)
+    order = np.argsort(keys, kind="stable")
+    index.keys = keys[order]
+    index.key_rows = np.arange(len(keys), dtype=np.int32)
+    n = len(keys) + len(strings)
+    index.n_rows = n
+    index._grow(n)
+    if len(keys):
+        index.jur[: len(keys)] = np.concatenate(numeric_jur)[order]
+        index.erased[: len(keys)] = np.concatenate(numeric_erased)[order]
+    for i, (user_id, jur_code, erased_flag) in enumerate(strings):
+        row = len(keys) + i
+        index.extra[user_id] = row
+        index.jur[row] = jur_code
+        index.erased[row] = erased_flag
+
+
+def _policy_histories() -> dict[str, list[tuple[int, Policy]]]:
+    histories: dict[str, list[tuple[int, Policy]]] = {}
+    rows = db.session.execute(
+        sa.select(Event.seq, Event.purpose, Event.data)
+        .where(Event.kind.in_(("purpose_created", "policy_changed")), Event.user_id.is_(None))
+        .order_by(Event.seq)
+    )
+    for r in rows:
+        data = r.data or {}
+        histories.setdefault(r.purpose, []).append(
+            (int(r.seq), Policy(dict(data["defaults"]), data["unknown_subject"]))
+        )
+    return histories
+
+
+def _load_choices(index: ConsentIndex) -> None:
+    result = db.session.execute(
+        sa.select(Choice.user_id, Choice.purpose, Choice.state).execution_options(yield_per=FETCH)
+    )
+    for batch in result.partitions(FETCH):
+        for purpose, group in _by_purpose(batch).items():
+            p = index.purposes[purpose]
+            ids = pa.array([r[0] for r in group], pa.string())
+            rows = index.rows_for(ids)
+            p.choice[rows] = [CHOICE_CODE[r[2]] for r in group]
+
+
+def _by_purpose(batch: Sequence[Any]) -> dict[str, list[Any]]:
+    groups: dict[str, list[Any]] = {}
+    for r in batch:
+        groups.setdefault(r[1], []).append(r)
+    return groups
+
+
+def _load_overrides(index: ConsentIndex) -> None:
+    rows = db.session.execute(
+        sa.select(
+            Override.id,
+            Override.user_id,
+            Override.purpose,
+            Override.state,
+            Override.placed_seq,
+            Override.expires_at,
+            Override.placed_by,
+            Override.ticket,
+        ).where(Override.lifted_seq.is_(None))
+    )
+    for o in rows:
+        row = index.row_of(o.user_id)
+        index.purposes[o.purpose].overrides.setdefault(row, []).append(
+            OverrideFacts(o.id, o.state, o.placed_seq, o.expires_at, None, o.placed_by, o.ticket)
+        )
+
+
+def events_after(seq: int, limit: int = 10_000) -> list[Any]:
+    """The next events after seq, oldest first (committed ones only, in commit order)."""
+    rows = db.session.execute(
+        sa.select(*EVENT_FIELDS).where(Event.seq > seq).order_by(Event.seq).limit(limit)
+    ).all()
+    db.session.rollback()
+    return list(rows)
