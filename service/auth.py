@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
@@ -18,6 +19,7 @@ from service.ledger import Actor, LedgerWrite
 from service.models import ROLES, ApiKey
 
 TOKEN_PREFIX = "cl_"
+KEY_EVENTS = frozenset({"key_created", "key_revoked"})
 KEY_NAME_RE = re.compile(r"^[A-Za-z0-9._@-]{1,100}$")
 CLI_ACTOR = Actor("cli", "admin")
 
@@ -59,6 +61,17 @@ def create_key(name: str, role: str, actor: Actor = CLI_ACTOR) -> tuple[dict[str
     return doc, token
 
 
+def active_keys() -> dict[str, tuple[str, str]]:
+    """Every active key's (name, role) by token hash, for the per-worker cache."""
+    with db.engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(ApiKey.token_hash, ApiKey.name, ApiKey.role).where(
+                ApiKey.revoked_at.is_(None)
+            )
+        )
+        return {r.token_hash: (r.name, r.role) for r in rows}
+
+
 def list_keys() -> list[dict[str, Any]]:
     """Every key, active and revoked, by name."""
     rows = db.session.execute(sa.select(ApiKey).order_by(ApiKey.name)).scalars()
@@ -80,8 +93,14 @@ def revoke_key(name: str, actor: Actor = CLI_ACTOR) -> dict[str, Any]:
     return doc
 
 
-def authenticate(header: str | None) -> Actor:
-    """Return the actor for an Authorization header, or raise 401."""
+def authenticate(
+    header: str | None, cache: Callable[[str], tuple[str, str] | None] | None = None
+) -> Actor:
+    """Return the actor for an Authorization header, or raise 401.
+
+    `cache` maps a token hash to an active key's (name, role) without a database round trip;
+    a miss (a key created a moment ago, or none at all) asks the database.
+    """
     if not header:
         raise Unauthorized("Send an API key as 'Authorization: Bearer <token>'.")
     scheme, _, token = header.partition(" ")
@@ -89,6 +108,9 @@ def authenticate(header: str | None) -> Actor:
     if scheme.lower() != "bearer" or not token:
         raise Unauthorized("The Authorization header must be 'Bearer <token>'.")
     digest = hash_token(token)
+    cached = cache(digest) if cache is not None else None
+    if cached is not None:
+        return Actor(cached[0], cached[1], g.get("request_id"))
     with db.engine.connect() as conn:
         row = conn.execute(
             sa.select(ApiKey.name, ApiKey.role, ApiKey.token_hash, ApiKey.revoked_at).where(

@@ -14,6 +14,7 @@ import pyarrow as pa
 from flask import Flask, current_app
 
 from service import asof, validation
+from service.auth import KEY_EVENTS, active_keys
 from service.errors import NotFound
 from service.extensions import db
 from service.index import INVALID, ConsentIndex, Stale, build, encode, events_after
@@ -33,6 +34,8 @@ class Follower:
     lock: threading.Lock = field(default_factory=threading.Lock)
     started: bool = False
     last_poll: float = 0.0
+    # Active keys by token hash, kept by the poll thread (None: ask the database).
+    keys: dict[str, tuple[str, str]] | None = None
 
     def ensure_started(self, app: Flask) -> None:
         """Start following: a background thread (poll) or a synchronous build (sync)."""
@@ -62,7 +65,8 @@ class Follower:
                             self.index.n_rows,
                             time.monotonic() - began,
                         )
-                    catch_up(self.index)
+                    if catch_up(self.index) or self.keys is None:
+                        self.keys = active_keys()
                     self.last_poll = time.monotonic()
             except Exception:  # an outage: keep the index, answer from it, retry
                 log.exception("read index refresh failed")
@@ -84,13 +88,23 @@ def follower() -> Follower:
     return current_app.extensions["consent_index"]  # type: ignore[no-any-return]
 
 
-def catch_up(index: ConsentIndex) -> None:
-    """Apply every committed event after the index's seq."""
+def catch_up(index: ConsentIndex) -> bool:
+    """Apply every committed event after the index's seq; tell whether any concerned keys."""
+    keys_changed = False
     while True:
         events = events_after(index.seq)
         index.apply(events)
+        keys_changed = keys_changed or any(e.kind in KEY_EVENTS for e in events)
         if len(events) < 10_000:
-            return
+            return keys_changed
+
+
+def cached_key(token_hash: str) -> tuple[str, str] | None:
+    """(name, role) of an active key from the poll thread's cache, if it has one."""
+    f: Follower | None = current_app.extensions.get("consent_index")
+    if f is None or f.keys is None:
+        return None
+    return f.keys.get(token_hash)
 
 
 def ready_index() -> ConsentIndex | None:
@@ -152,6 +166,21 @@ def codes(purpose: str, seq: int, ids: pa.Array) -> np.ndarray[Any, np.dtype[np.
     if valid:
         out[valid] = codes_from_database(purpose, seq, [texts[i] for i in valid])
     return out
+
+
+def code_of(purpose: str, seq: int, user_id: str) -> int:
+    """The code of one well-formed ID as of seq: from memory when it can, else the database."""
+    index = ready_index()
+    if index is not None:
+        try:
+            code = index.code_of(purpose, seq, user_id)
+        except Stale:
+            code = None
+        except KeyError:
+            raise NotFound(f"Purpose {purpose!r} does not exist as of seq {seq}.") from None
+        if code is not None:
+            return code
+    return codes_from_database(purpose, seq, [user_id])[0]
 
 
 def codes_from_database(purpose: str, seq: int, user_ids: list[str]) -> list[int]:

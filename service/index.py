@@ -16,6 +16,7 @@ the database instead: their state as of S is not in memory, everyone else's is u
 from __future__ import annotations
 
 import bisect
+import io
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -26,10 +27,11 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
 import sqlalchemy as sa
 
 from service.extensions import db
-from service.models import Choice, Event, LedgerHead, Override, Purpose, Subject
+from service.models import Event, LedgerHead, Override, Purpose
 from service.policy import (
     COUNTRY_CODES,
     OverrideFacts,
@@ -53,11 +55,13 @@ USER_ID_PATTERN = "^[A-Za-z0-9._:@-]{1,64}$"
 NUMERIC_PATTERN = "^(0|[1-9][0-9]{0,17})$"  # canonical digit strings that fit an int64
 JURISDICTIONS: tuple[str | None, ...] = (None, *sorted(COUNTRY_CODES))
 JUR_CODE = {j: i for i, j in enumerate(JURISDICTIONS)}
+JURISDICTION_VALUES = pa.array(JURISDICTIONS[1:], pa.string())
 CHOICE_CODE = {None: 0, "granted": 1, "denied": 2}
 CHOICE_STATE = (None, "granted", "denied")
 COMPACT_AFTER = 50_000
 POWERS_OF_TEN = np.array([10**i for i in range(19)], dtype=np.int64)
 FETCH = 100_000
+SQLITE_SPAN = 500_000
 
 IntArray = npt.NDArray[np.int64]
 CodeArray = npt.NDArray[np.uint8]
@@ -210,6 +214,21 @@ class ConsentIndex:
             on_default = known & ((out >> 1) == BASIS_CODE["default"])
             out[on_default] = default_codes(policy)[self.jur[rows[on_default]]]
         return out
+
+    def code_of(self, purpose: str, seq: int, user_id: str) -> int | None:
+        """The code of one well-formed ID as of seq, or None if the database must answer."""
+        with self.lock:
+            p = self._purpose_at(purpose, seq)
+            if seq < self.seq and self.changed.get(user_id, 0) > seq:
+                return None
+            row = self.row_of(user_id)
+            policy = p.policy_at(seq)
+            if row == NO_ROW:
+                return unknown_code(policy)
+            code = int(p.eff[row])
+            if policy is not p.policy and code >> 1 == BASIS_CODE["default"]:
+                code = int(default_codes(policy)[self.jur[row]])
+            return code
 
     def changed_after(self, seq: int) -> list[str]:
         """Users with an event after seq: memory holds only their newer state."""
@@ -492,26 +511,101 @@ def build() -> ConsentIndex:
     return index
 
 
+def _table_batches(table: str, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+    """A table's columns (named by schema) as Arrow record batches, in the session's transaction.
+
+    Both backends hand the rows over as CSV text that Arrow parses in C++, so no per-row Python
+    objects are made: PostgreSQL with COPY ... TO STDOUT, SQLite with group_concat over rowid
+    ranges. (No value here can hold a comma: IDs, codes and states are validated.)
+    """
+    columns = ", ".join(schema.names)
+    dbapi: Any = db.session.connection().connection.dbapi_connection
+    if db.session.get_bind().dialect.name == "postgresql":
+        with (
+            dbapi.cursor() as cursor,
+            cursor.copy(f"COPY (SELECT {columns} FROM {table}) TO STDOUT (FORMAT csv)") as copy,
+        ):
+            yield from _parse_csv(_CopyReader(copy), schema)
+        return
+    row = " || ',' || ".join(f"coalesce({c}, '')" for c in schema.names)
+    cursor = dbapi.cursor()
+    try:
+        top = cursor.execute(f"SELECT coalesce(max(rowid), 0) FROM {table}").fetchone()[0]
+        for lo in range(0, top, SQLITE_SPAN):
+            text = cursor.execute(
+                f"SELECT group_concat({row}, char(10)) FROM {table} WHERE rowid > ? AND rowid <= ?",
+                (lo, lo + SQLITE_SPAN),
+            ).fetchone()[0]
+            if text:
+                yield from _parse_csv(io.BytesIO(text.encode() + b"\n"), schema)
+    finally:
+        cursor.close()
+
+
+def _parse_csv(source: Any, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+    yield from pa_csv.open_csv(
+        source,
+        read_options=pa_csv.ReadOptions(column_names=schema.names, block_size=1 << 22),
+        convert_options=pa_csv.ConvertOptions(
+            column_types=schema,
+            true_values=["t", "1"],
+            false_values=["f", "0"],
+            # Only the empty string is null: an ID such as "NULL" or "NaN" is an ID.
+            null_values=[""],
+            strings_can_be_null=True,
+        ),
+    )
+
+
+class _CopyReader:
+    """A file-like view of a psycopg COPY ... TO STDOUT, for Arrow's CSV reader."""
+
+    def __init__(self, copy: Any) -> None:
+        self.copy, self.buffer, self.closed = copy, b"", False
+
+    def read(self, size: int = -1) -> bytes:
+        while size < 0 or len(self.buffer) < size:
+            block = self.copy.read()
+            if not block:
+                break
+            self.buffer += bytes(block)
+        if size < 0:
+            size = len(self.buffer)
+        out, self.buffer = self.buffer[:size], self.buffer[size:]
+        return out
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _jurisdiction_codes(column: pa.Array) -> CodeArray:
+    found = pc.index_in(column, value_set=JURISDICTION_VALUES)
+    codes: CodeArray = (pc.fill_null(found, -1).to_numpy(zero_copy_only=False) + 1).astype(np.uint8)
+    return codes
+
+
 def _load_subjects(index: ConsentIndex) -> None:
     numeric_ids: list[IntArray] = []
     numeric_jur: list[CodeArray] = []
     numeric_erased: list[npt.NDArray[np.bool_]] = []
     strings: list[tuple[str, int, bool]] = []
-    result = db.session.execute(
-        sa.select(Subject.user_id, Subject.jurisdiction, Subject.erased).execution_options(
-            yield_per=FETCH
-        )
+    schema = pa.schema(
+        [("user_id", pa.string()), ("jurisdiction", pa.string()), ("erased", pa.bool_())]
     )
-    for batch in result.partitions(FETCH):
-        ids = pa.array([r[0] for r in batch], pa.string())
-        jur = np.array([JUR_CODE.get(r[1], 0) for r in batch], dtype=np.uint8)
-        erased = np.array([bool(r[2]) for r in batch], dtype=np.bool_)
+    for batch in _table_batches("subjects", schema):
+        ids = batch.column(0)
+        jur = _jurisdiction_codes(batch.column(1))
+        erased = batch.column(2).to_numpy(zero_copy_only=False).astype(np.bool_)
         numeric = pc.match_substring_regex(ids, NUMERIC_PATTERN).to_numpy(zero_copy_only=False)
         numeric_ids.append(pc.cast(pc.filter(ids, pa.array(numeric)), pa.int64()).to_numpy())
         numeric_jur.append(jur[numeric])
         numeric_erased.append(erased[numeric])
-        for pos in np.flatnonzero(~numeric).tolist():
-            strings.append((batch[pos][0], int(jur[pos]), bool(erased[pos])))
+        others = np.flatnonzero(~numeric).tolist()
+        if others:
+            texts = ids.take(pa.array(others)).to_pylist()
+            strings.extend(
+                (t, int(jur[i]), bool(erased[i])) for t, i in zip(texts, others, strict=True)
+            )
     keys = np.concatenate(numeric_ids) if numeric_ids else np.empty(0, dtype=np.int64)
     order = np.argsort(keys, kind="stable")
     index.keys = keys[order]
@@ -545,22 +639,17 @@ def _policy_histories() -> dict[str, list[tuple[int, Policy]]]:
 
 
 def _load_choices(index: ConsentIndex) -> None:
-    result = db.session.execute(
-        sa.select(Choice.user_id, Choice.purpose, Choice.state).execution_options(yield_per=FETCH)
-    )
-    for batch in result.partitions(FETCH):
-        for purpose, group in _by_purpose(batch).items():
-            p = index.purposes[purpose]
-            ids = pa.array([r[0] for r in group], pa.string())
-            rows = index.rows_for(ids)
-            p.choice[rows] = [CHOICE_CODE[r[2]] for r in group]
-
-
-def _by_purpose(batch: Sequence[Any]) -> dict[str, list[Any]]:
-    groups: dict[str, list[Any]] = {}
-    for r in batch:
-        groups.setdefault(r[1], []).append(r)
-    return groups
+    schema = pa.schema([("user_id", pa.string()), ("purpose", pa.string()), ("state", pa.string())])
+    for batch in _table_batches("choices", schema):
+        for key, p in index.purposes.items():
+            mine = pc.equal(batch.column(1), key)
+            ids = pc.filter(batch.column(0), mine)
+            if not len(ids):
+                continue
+            granted = pc.equal(pc.filter(batch.column(2), mine), "granted").to_numpy(
+                zero_copy_only=False
+            )
+            p.choice[index.rows_for(ids)] = np.where(granted, 1, 2).astype(np.int8)
 
 
 def _load_overrides(index: ConsentIndex) -> None:

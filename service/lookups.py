@@ -30,7 +30,7 @@ def lookup(purpose: str, user_id: str, as_of: str | None) -> dict[str, Any]:
     """
     user_id = validation.user_id(user_id)
     seq = decisions.pin(as_of)
-    state, basis = decode(int(decisions.codes(purpose, seq, pa.array([user_id]))[0]))
+    state, basis = decode(decisions.code_of(purpose, seq, user_id))
     return {
         "user_id": user_id,
         "purpose": purpose,

@@ -9,6 +9,7 @@ from typing import Any, TypeVar, cast
 from flask import g, request
 
 from service.auth import authenticate
+from service.decisions import cached_key
 from service.errors import Forbidden, UnsupportedMediaType
 from service.ledger import Actor
 
@@ -47,7 +48,7 @@ def requires(*roles: str, body: tuple[str, ...] = JSON) -> Callable[[F], F]:
     def decorator(view: F) -> F:
         @functools.wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            actor = authenticate(request.headers.get("Authorization"))
+            actor = authenticate(request.headers.get("Authorization"), cached_key)
             if actor.role not in allowed:
                 raise Forbidden(
                     f"A {actor.role!r} key may not do this; it needs one of: "

@@ -27,7 +27,7 @@ class PurposeCollection(MethodView):
         return purposes.list_all()
 
     @requires()
-    @blp.arguments(PurposeCreateSchema)
+    @blp.arguments(PurposeCreateSchema())
     @blp.response(201, PurposeSchema)
     def post(self, body: dict[str, Any]) -> Any:
         """Create a purpose (admin)."""
@@ -45,7 +45,7 @@ class PurposeItem(MethodView):
         return purposes.get(key)
 
     @requires()
-    @blp.arguments(PurposePatchSchema)
+    @blp.arguments(PurposePatchSchema())
     @blp.response(200, PurposeSchema)
     def patch(self, body: dict[str, Any], key: str) -> Any:
         """Change a purpose's title, description or default policy (admin)."""

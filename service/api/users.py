@@ -45,7 +45,7 @@ class UserItem(MethodView):
         return subjects.get_subject(user_id)
 
     @requires("app")
-    @blp.arguments(SubjectPutSchema)
+    @blp.arguments(SubjectPutSchema())
     @blp.response(200, SubjectSchema)
     def put(self, body: dict[str, Any], user_id: str) -> Any:
         """Register a user, or set their jurisdiction."""
@@ -81,8 +81,8 @@ class UserConsent(MethodView):
         return decision, {"ETag": choices.etag(decision["version"])}
 
     @requires("app")
-    @blp.arguments(ChoicePutSchema)
-    @blp.arguments(ChoiceHeadersSchema, location="headers")
+    @blp.arguments(ChoicePutSchema())
+    @blp.arguments(ChoiceHeadersSchema(), location="headers")
     @blp.response(200, DecisionSchema, headers={"ETag": {"schema": {"type": "string"}}})
     def put(self, body: dict[str, Any], headers: dict[str, Any], user_id: str, purpose: str) -> Any:
         """Set the user's own choice; honours If-Match and Idempotency-Key."""
@@ -103,7 +103,7 @@ class UserEvents(MethodView):
     """A user's history."""
 
     @requires("app", "support")
-    @blp.arguments(PageArgsSchema, location="query")
+    @blp.arguments(PageArgsSchema(), location="query")
     @blp.response(200, UserEventsSchema)
     def get(self, args: dict[str, Any], user_id: str) -> Any:
         """Read the user's full history, oldest first, paged by seq."""
@@ -121,8 +121,8 @@ class UserOverrides(MethodView):
         return overrides.list_for(user_id)
 
     @requires("support")
-    @blp.arguments(OverrideCreateSchema)
-    @blp.arguments(ChoiceHeadersSchema, location="headers")
+    @blp.arguments(OverrideCreateSchema())
+    @blp.arguments(ChoiceHeadersSchema(), location="headers")
     @blp.response(201, OverrideSchema)
     def post(self, body: dict[str, Any], headers: dict[str, Any], user_id: str) -> Any:
         """Place an override, with reason and ticket, optionally expiring."""
@@ -143,7 +143,7 @@ class UserOverride(MethodView):
     """One override."""
 
     @requires("support")
-    @blp.arguments(LiftArgsSchema, location="query")
+    @blp.arguments(LiftArgsSchema(), location="query")
     @blp.response(200, OverrideSchema)
     def delete(self, args: dict[str, Any], user_id: str, override_id: int) -> Any:
         """Lift an override; the reason is required and the row stays."""
