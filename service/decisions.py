@@ -168,6 +168,25 @@ def codes(purpose: str, seq: int, ids: pa.Array) -> np.ndarray[Any, np.dtype[np.
     return out
 
 
+def number_codes(
+    purpose: str, seq: int, values: np.ndarray[Any, np.dtype[np.int64]]
+) -> np.ndarray[Any, np.dtype[np.uint8]]:
+    """codes() for numeric IDs given as integers in [0, 10**18)."""
+    index = ready_index()
+    if index is not None:
+        try:
+            out, stale = index.number_codes(purpose, seq, values)
+        except Stale:
+            pass
+        except KeyError:
+            raise NotFound(f"Purpose {purpose!r} does not exist as of seq {seq}.") from None
+        else:
+            if stale:
+                out[stale] = codes_from_database(purpose, seq, [str(v) for v in values[stale]])
+            return out
+    return codes(purpose, seq, pa.array([str(v) for v in values], pa.string()))
+
+
 def code_of(purpose: str, seq: int, user_id: str) -> int:
     """The code of one well-formed ID as of seq: from memory when it can, else the database."""
     index = ready_index()

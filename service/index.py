@@ -52,13 +52,13 @@ NO_ROW = -1
 BAD_ID = -2
 
 USER_ID_PATTERN = "^[A-Za-z0-9._:@-]{1,64}$"
-NUMERIC_PATTERN = "^(0|[1-9][0-9]{0,17})$"  # canonical digit strings that fit an int64
 JURISDICTIONS: tuple[str | None, ...] = (None, *sorted(COUNTRY_CODES))
 JUR_CODE = {j: i for i, j in enumerate(JURISDICTIONS)}
 JURISDICTION_VALUES = pa.array(JURISDICTIONS[1:], pa.string())
 CHOICE_CODE = {None: 0, "granted": 1, "denied": 2}
 CHOICE_STATE = (None, "granted", "denied")
 COMPACT_AFTER = 50_000
+DENSE_SLACK = 1_000_000  # a direct table may be this much larger than 4 entries per ID
 POWERS_OF_TEN = np.array([10**i for i in range(19)], dtype=np.int64)
 FETCH = 100_000
 SQLITE_SPAN = 500_000
@@ -126,7 +126,11 @@ class ConsentIndex:
         self.built_seq = 0
         self.keys: IntArray = np.empty(0, dtype=np.int64)  # sorted numeric IDs
         self.key_rows = np.empty(0, dtype=np.int32)  # the row of each key
-        self.extra: dict[str, int] = {}
+        self.extra: dict[str, int] = {}  # IDs that are not plain numbers -> row
+        self.extra_numbers: dict[int, int] = {}  # numeric IDs since the last compaction -> row
+        self._recent: tuple[IntArray, IntArray] | None = None
+        self.dense: npt.NDArray[np.int32] | None = None
+        self.dense_lo = 0
         self.n_rows = 0
         self.jur = np.zeros(0, dtype=np.uint8)
         self.erased = np.zeros(0, dtype=np.bool_)
@@ -147,21 +151,28 @@ class ConsentIndex:
 
     def row_of(self, user_id: str) -> int:
         """The row of a known subject, or NO_ROW."""
-        row = self.extra.get(user_id)
-        if row is not None:
-            return row
-        if user_id.isdigit() and (user_id == "0" or user_id[0] != "0") and len(user_id) < 19:
-            value = int(user_id)
+        if not _is_numeric(user_id):
+            return self.extra.get(user_id, NO_ROW)
+        value = int(user_id)
+        if self.dense is not None:
+            offset = value - self.dense_lo
+            if 0 <= offset < len(self.dense) and self.dense[offset] != NO_ROW:
+                return int(self.dense[offset])
+        else:
             i = int(np.searchsorted(self.keys, value))
             if i < len(self.keys) and self.keys[i] == value:
                 return int(self.key_rows[i])
-        return NO_ROW
+        return self.extra_numbers.get(value, NO_ROW)
 
     def _new_row(self, user_id: str) -> int:
         row = self.n_rows
         self.n_rows += 1
         self._grow(self.n_rows)
-        self.extra[user_id] = row
+        if _is_numeric(user_id):
+            self.extra_numbers[int(user_id)] = row
+            self._recent = None
+        else:
+            self.extra[user_id] = row
         self.jur[row] = 0
         self.erased[row] = False
         for p in self.purposes.values():
@@ -169,29 +180,64 @@ class ConsentIndex:
         return row
 
     def rows_for(self, ids: pa.Array) -> IntArray:
-        """Rows for an Arrow array of IDs: NO_ROW if unknown, BAD_ID if malformed or null."""
+        """Rows for an Arrow string array of IDs: NO_ROW if unknown, BAD_ID if malformed/null."""
         n = len(ids)
         rows = np.full(n, BAD_ID, dtype=np.int64)
         if n == 0:
             return rows
-        valid = pc.fill_null(pc.match_substring_regex(ids, USER_ID_PATTERN), False)
-        numeric = pc.and_(valid, pc.match_substring_regex(ids, NUMERIC_PATTERN))
-        valid_np = valid.to_numpy(zero_copy_only=False)
-        numeric_np = numeric.to_numpy(zero_copy_only=False)
-        rows[valid_np] = NO_ROW
-        if numeric_np.any() and len(self.keys):
-            values = pc.cast(pc.filter(ids, numeric), pa.int64()).to_numpy()
-            pos = np.minimum(np.searchsorted(self.keys, values), len(self.keys) - 1)
-            hit = self.keys[pos] == values
-            rows[np.flatnonzero(numeric_np)] = np.where(hit, self.key_rows[pos], NO_ROW)
-        if self.extra:
-            # IDs registered since the last compaction, and non-numeric IDs, are in the dict.
-            misses = np.flatnonzero(rows == NO_ROW)
-            if len(misses):
-                texts = pc.take(ids, pa.array(misses)).to_pylist()
+        numeric = numeric_mask(ids)
+        at_numeric = np.flatnonzero(numeric)
+        if len(at_numeric):
+            values = pc.cast(ids.filter(pa.array(numeric)), pa.int64()).to_numpy()
+            rows[at_numeric] = self.rows_of_numbers(values)
+        others = np.flatnonzero(~numeric)
+        if len(others):
+            # Only IDs that are not plain numbers need the full pattern (and the dict).
+            texts = ids.take(pa.array(others))
+            ok = pc.fill_null(pc.match_substring_regex(texts, USER_ID_PATTERN), False)
+            ok_np = ok.to_numpy(zero_copy_only=False)
+            valid = others[ok_np]
+            if len(valid):
                 get = self.extra.get
-                rows[misses] = [get(t, NO_ROW) for t in texts]
+                names = texts.filter(ok).to_pylist()
+                rows[valid] = [get(t, NO_ROW) for t in names]
         return rows
+
+    def rows_of_numbers(self, values: IntArray) -> IntArray:
+        """Rows of numeric IDs (NO_ROW where unknown): a direct table when IDs are dense."""
+        out = np.full(len(values), NO_ROW, dtype=np.int64)
+        if self.dense is not None:
+            offset = values - self.dense_lo
+            inside = (offset >= 0) & (offset < len(self.dense))
+            out[inside] = self.dense[offset[inside]]
+        elif len(self.keys):
+            pos = np.minimum(np.searchsorted(self.keys, values), len(self.keys) - 1)
+            out = np.where(self.keys[pos] == values, self.key_rows[pos], NO_ROW).astype(np.int64)
+        if self.extra_numbers:
+            missing = np.flatnonzero(out == NO_ROW)
+            if len(missing):
+                keys, rows = self._recent_numbers()
+                pos = np.minimum(np.searchsorted(keys, values[missing]), len(keys) - 1)
+                out[missing] = np.where(keys[pos] == values[missing], rows[pos], NO_ROW)
+        return out
+
+    def _recent_numbers(self) -> tuple[IntArray, IntArray]:
+        if self._recent is None:
+            keys = np.fromiter(self.extra_numbers.keys(), np.int64, len(self.extra_numbers))
+            rows = np.fromiter(self.extra_numbers.values(), np.int64, len(self.extra_numbers))
+            order = np.argsort(keys)
+            self._recent = (keys[order], rows[order])
+        return self._recent
+
+    def _index_keys(self) -> None:
+        """Build the direct table from numeric ID to row, when the IDs are dense enough."""
+        self.dense, self.dense_lo = None, 0
+        if len(self.keys):
+            lo, span = int(self.keys[0]), int(self.keys[-1] - self.keys[0]) + 1
+            if span <= 4 * len(self.keys) + DENSE_SLACK:
+                dense = np.full(span, NO_ROW, dtype=np.int32)
+                dense[self.keys - lo] = self.key_rows
+                self.dense, self.dense_lo = dense, lo
 
     # ------------------------------------------------------------------ answers
 
@@ -214,6 +260,18 @@ class ConsentIndex:
             on_default = known & ((out >> 1) == BASIS_CODE["default"])
             out[on_default] = default_codes(policy)[self.jur[rows[on_default]]]
         return out
+
+    def number_codes(self, purpose: str, seq: int, values: IntArray) -> tuple[CodeArray, list[int]]:
+        """codes() for numeric IDs given as integers in [0, 10**18): no text at all."""
+        with self.lock:
+            p = self._purpose_at(purpose, seq)
+            out = self._codes(p, seq, self.rows_of_numbers(values))
+            stale: list[int] = []
+            if seq < self.seq and self.changed:
+                changed = [int(u) for u, s in self.changed.items() if s > seq and _is_numeric(u)]
+                if changed:
+                    stale = np.flatnonzero(np.isin(values, changed)).tolist()
+            return out, stale
 
     def code_of(self, purpose: str, seq: int, user_id: str) -> int | None:
         """The code of one well-formed ID as of seq, or None if the database must answer."""
@@ -307,7 +365,7 @@ class ConsentIndex:
                 self._recompute_all(self.purposes[key])
             for row in touched:
                 self._recompute(row, self.purposes.values())
-            if len(self.extra) > COMPACT_AFTER:
+            if len(self.extra_numbers) > COMPACT_AFTER:
                 self.compact()
 
     def _apply_one(self, e: Any, touched: set[int], policy_moved: set[str]) -> None:
@@ -363,18 +421,15 @@ class ConsentIndex:
         holding the old pair (a snapshot being streamed) still sees a consistent mapping.
         """
         with self.lock:
-            numeric = {u: r for u, r in self.extra.items() if _is_numeric(u)}
-            if not numeric:
+            if not self.extra_numbers:
                 return
-            keys = np.concatenate(
-                [self.keys, np.fromiter((int(u) for u in numeric), np.int64, len(numeric))]
-            )
-            rows = np.concatenate(
-                [self.key_rows, np.fromiter(numeric.values(), np.int32, len(numeric))]
-            )
+            new = self.extra_numbers
+            keys = np.concatenate([self.keys, np.fromiter(new.keys(), np.int64, len(new))])
+            rows = np.concatenate([self.key_rows, np.fromiter(new.values(), np.int32, len(new))])
             order = np.argsort(keys, kind="stable")
             self.keys, self.key_rows = keys[order], rows[order]
-            self.extra = {u: r for u, r in self.extra.items() if u not in numeric}
+            self.extra_numbers, self._recent = {}, None
+            self._index_keys()
 
     # ------------------------------------------------------------------ snapshots
 
@@ -388,8 +443,7 @@ class ConsentIndex:
         """
         with self.lock:
             self._purpose_at(purpose, seq)
-            if any(_is_numeric(u) for u in self.extra):
-                self.compact()
+            self.compact()
             keys, key_rows = self.keys, self.key_rows
             strings = sorted(self.extra)
             string_rows = np.array([self.extra[u] for u in strings], dtype=np.int64)
@@ -447,12 +501,26 @@ def _lexicographic_order(keys: IntArray) -> IntArray:
     return np.lexsort((lengths, padded)).astype(np.int64)
 
 
+def numeric_mask(ids: pa.Array) -> npt.NDArray[np.bool_]:
+    """Where IDs are canonical digit strings that fit an int64 (no leading zero, <= 18 digits).
+
+    Cheaper than a regular expression: these are most IDs, and then need no other check.
+    """
+    digits = pc.fill_null(pc.ascii_is_decimal(ids), False)
+    length = pc.utf8_length(ids)
+    short = pc.fill_null(pc.less_equal(length, 18), False)
+    no_leading_zero = pc.or_(pc.invert(pc.starts_with(ids, "0")), pc.equal(length, 1))
+    mask = pc.and_(pc.and_(digits, short), pc.fill_null(no_leading_zero, False))
+    out: npt.NDArray[np.bool_] = mask.to_numpy(zero_copy_only=False)
+    return out
+
+
 def _is_numeric(user_id: str) -> bool:
     return (
         user_id.isascii()
         and user_id.isdigit()
         and (user_id == "0" or user_id[0] != "0")
-        and len(user_id) < 19
+        and len(user_id) <= 18
     )
 
 
@@ -596,7 +664,7 @@ def _load_subjects(index: ConsentIndex) -> None:
         ids = batch.column(0)
         jur = _jurisdiction_codes(batch.column(1))
         erased = batch.column(2).to_numpy(zero_copy_only=False).astype(np.bool_)
-        numeric = pc.match_substring_regex(ids, NUMERIC_PATTERN).to_numpy(zero_copy_only=False)
+        numeric = numeric_mask(ids)
         numeric_ids.append(pc.cast(pc.filter(ids, pa.array(numeric)), pa.int64()).to_numpy())
         numeric_jur.append(jur[numeric])
         numeric_erased.append(erased[numeric])
@@ -610,6 +678,7 @@ def _load_subjects(index: ConsentIndex) -> None:
     order = np.argsort(keys, kind="stable")
     index.keys = keys[order]
     index.key_rows = np.arange(len(keys), dtype=np.int32)
+    index._index_keys()
     n = len(keys) + len(strings)
     index.n_rows = n
     index._grow(n)

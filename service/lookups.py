@@ -20,6 +20,7 @@ MAX_BATCH = 10_000
 FILTER_CHUNK = 50_000
 READ_BLOCK = 1 << 20
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
+NUMERIC_LIMIT = 10**18
 ALLOWED_SCHEMA = pa.schema([pa.field("allowed", pa.bool_(), nullable=False)])
 
 
@@ -87,24 +88,29 @@ def allowed(codes: npt.NDArray[np.uint8]) -> npt.NDArray[np.bool_]:
     return mask
 
 
-def _lines(stream: IO[bytes]) -> Iterator[list[bytes]]:
-    """Newline-separated IDs from a byte stream, in lists of at most FILTER_CHUNK."""
+def _lines(stream: IO[bytes]) -> Iterator[tuple[list[bytes], bool]]:
+    """Newline-separated IDs from a byte stream, in lists of at most FILTER_CHUNK, each with
+    whether its block was pure ASCII (as every well-formed ID is)."""
     rest = b""
     while True:
         block = stream.read(READ_BLOCK)
         if not block:
             break
         # CRLF ends a line too; done on the joined text so a pair split across reads is seen.
-        parts = (rest + block).replace(b"\r\n", b"\n").split(b"\n")
+        text = (rest + block).replace(b"\r\n", b"\n")
+        parts = text.split(b"\n")
         rest = parts.pop()
+        ascii_only = text.isascii()
         for i in range(0, len(parts), FILTER_CHUNK):
-            yield parts[i : i + FILTER_CHUNK]
+            yield parts[i : i + FILTER_CHUNK], ascii_only
     if rest:
-        yield [rest.removesuffix(b"\r")]
+        yield [rest.removesuffix(b"\r")], rest.isascii()
 
 
-def _as_ids(lines: list[bytes]) -> pa.Array:
-    """Lines as an Arrow string array; anything that is not a well-formed ID becomes null."""
+def _as_ids(lines: list[bytes], ascii_only: bool) -> pa.Array:
+    """Lines as an Arrow string array; a line that cannot be an ID becomes null."""
+    if ascii_only:
+        return pa.array(lines, pa.string())  # the index itself tells IDs from other text
     raw = pa.array(lines, pa.binary())
     ok = pc.fill_null(pc.match_substring_regex(raw, USER_ID_PATTERN), False)
     return pc.cast(pc.if_else(ok, raw, pa.scalar(None, pa.binary())), pa.string())
@@ -112,22 +118,29 @@ def _as_ids(lines: list[bytes]) -> pa.Array:
 
 def filter_text(purpose: str, seq: int, stream: IO[bytes]) -> Iterator[bytes]:
     """Stream back the allowed IDs, in input order; malformed and blank lines are dropped."""
-    for chunk in _lines(stream):
-        mask = allowed(decisions.codes(purpose, seq, _as_ids(chunk)))
+    for chunk, ascii_only in _lines(stream):
+        mask = allowed(decisions.codes(purpose, seq, _as_ids(chunk, ascii_only)))
         kept = list(compress(chunk, mask))
         if kept:
             yield b"\n".join(kept) + b"\n"
 
 
-def _arrow_ids(column: pa.Array) -> pa.Array:
-    """An ID column as strings: integers in decimal (negative ones null), large strings cast."""
+def _arrow_codes(purpose: str, seq: int, column: pa.Array) -> npt.NDArray[np.uint8]:
+    """Codes for one Arrow column of IDs: integers as numbers, strings as text."""
     if pa.types.is_integer(column.type):
         # Numeric IDs are digit strings: -7 is no numeric ID (and must not match the ID "-7").
-        text = pc.cast(column, pa.string())
-        return pc.if_else(pc.less(column, 0), pa.scalar(None, pa.string()), text)
-    if pa.types.is_string(column.type):
-        return column
-    return pc.cast(column, pa.string())
+        values = pc.fill_null(pc.cast(column, pa.int64(), safe=False), -1).to_numpy()
+        small = (values >= 0) & (values < NUMERIC_LIMIT)
+        out = np.full(len(values), INVALID, dtype=np.uint8)
+        if small.any():
+            out[small] = decisions.number_codes(purpose, seq, values[small])
+        large = np.flatnonzero(values >= NUMERIC_LIMIT)
+        if len(large):  # 19-digit IDs are valid, just not kept as numbers
+            text = pc.cast(column.take(pa.array(large)), pa.string())
+            out[large] = decisions.codes(purpose, seq, text)
+        return out
+    text = column if pa.types.is_string(column.type) else pc.cast(column, pa.string())
+    return decisions.codes(purpose, seq, text)
 
 
 def open_arrow(stream: IO[bytes]) -> pa.RecordBatchStreamReader:
@@ -165,7 +178,7 @@ def filter_arrow(purpose: str, seq: int, reader: pa.RecordBatchStreamReader) -> 
     writer = pa.ipc.new_stream(sink, ALLOWED_SCHEMA)
     yield sink.take()
     for batch in reader:
-        mask = allowed(decisions.codes(purpose, seq, _arrow_ids(batch.column(0))))
+        mask = allowed(_arrow_codes(purpose, seq, batch.column(0)))
         writer.write_batch(pa.record_batch([pa.array(mask, pa.bool_())], schema=ALLOWED_SCHEMA))
         yield sink.take()
     writer.close()
