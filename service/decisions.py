@@ -36,6 +36,7 @@ class Follower:
     last_poll: float = 0.0
     # Active keys by token hash, kept by the poll thread (None: ask the database).
     keys: dict[str, tuple[str, str]] | None = None
+    stopping: threading.Event = field(default_factory=threading.Event)
 
     def ensure_started(self, app: Flask) -> None:
         """Start following: a background thread (poll) or a synchronous build (sync)."""
@@ -52,8 +53,12 @@ class Follower:
                 target=self._run, args=(app,), name="consent-index", daemon=True
             ).start()
 
+    def stop(self) -> None:
+        """Ask the poll thread to end (tests; a worker's thread ends with its process)."""
+        self.stopping.set()
+
     def _run(self, app: Flask) -> None:
-        while True:
+        while not self.stopping.is_set():
             try:
                 with app.app_context():
                     if self.index is None:
@@ -70,7 +75,7 @@ class Follower:
                     self.last_poll = time.monotonic()
             except Exception:  # an outage: keep the index, answer from it, retry
                 log.exception("read index refresh failed")
-            time.sleep(self.poll_seconds)
+            self.stopping.wait(self.poll_seconds)
 
 
 def init_app(app: Flask) -> None:
@@ -78,9 +83,11 @@ def init_app(app: Flask) -> None:
     mode = app.config.get("CONSENT_INDEX", "poll")
     if mode not in MODES:
         raise ValueError(f"CONSENT_INDEX must be one of {MODES}, not {mode!r}")
-    app.extensions["consent_index"] = Follower(
-        mode, float(app.config["CONSENT_INDEX_POLL_SECONDS"])
-    )
+    follower = Follower(mode, float(app.config["CONSENT_INDEX_POLL_SECONDS"]))
+    app.extensions["consent_index"] = follower
+    if mode == "poll":
+        # Each worker starts following at its first request of any kind (after gunicorn forks).
+        app.before_request(lambda: follower.ensure_started(app))
 
 
 def follower() -> Follower:
@@ -116,12 +123,18 @@ def ready_index() -> ConsentIndex | None:
     return f.index
 
 
-def pin(as_of: str | None) -> int:
-    """The seq a read answers as of: the index's head when not given (no database round trip)."""
+def pin(as_of: str | None, purpose: str) -> int:
+    """The seq a read answers as of: the index's head when not given (no database round trip).
+
+    A purpose the index has not heard of may have been created since its last poll: it then
+    catches up first, rather than answer 404 for a purpose that exists.
+    """
     index = ready_index()
     if index is not None:
         text = (as_of or "").strip()
         if not text:
+            if purpose not in index.purposes:
+                catch_up(index)
             return index.seq
         if asof.SEQ_RE.fullmatch(text) and int(text) <= index.seq:
             return int(text)
@@ -213,6 +226,6 @@ def pinned(purpose: str, as_of: str | None) -> int:
 
     Done before the first byte is sent, so these problems are still proper error responses.
     """
-    seq = pin(as_of)
+    seq = pin(as_of, purpose)
     require_purpose(purpose, seq)
     return seq

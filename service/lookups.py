@@ -30,7 +30,7 @@ def lookup(purpose: str, user_id: str, as_of: str | None) -> dict[str, Any]:
     A never-seen ID answers the purpose's unknown_subject state.
     """
     user_id = validation.user_id(user_id)
-    seq = decisions.pin(as_of)
+    seq = decisions.pin(as_of, purpose)
     state, basis = decode(decisions.code_of(purpose, seq, user_id))
     return {
         "user_id": user_id,
@@ -72,7 +72,7 @@ def batch_ids(raw: Sequence[object]) -> list[str]:
 def batch_lookup(purpose: str, raw_ids: Sequence[object], as_of: str | None) -> dict[str, Any]:
     """Split a batch into allowed and denied; each distinct input ID lands in exactly one list."""
     ids = list(dict.fromkeys(batch_ids(raw_ids)))
-    seq = decisions.pin(as_of)
+    seq = decisions.pin(as_of, purpose)
     mask = allowed(decisions.codes(purpose, seq, pa.array(ids, pa.string())))
     return {
         "purpose": purpose,
