@@ -593,7 +593,9 @@ def _table_batches(table: str, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
             dbapi.cursor() as cursor,
             cursor.copy(f"COPY (SELECT {columns} FROM {table}) TO STDOUT (FORMAT csv)") as copy,
         ):
-            yield from _parse_csv(_CopyReader(copy), schema)
+            reader = _CopyReader(copy)
+            if reader.peek():  # Arrow refuses an empty CSV; an empty table has no batches
+                yield from _parse_csv(reader, schema)
         return
     row = " || ',' || ".join(f"coalesce({c}, '')" for c in schema.names)
     cursor = dbapi.cursor()
@@ -630,6 +632,12 @@ class _CopyReader:
 
     def __init__(self, copy: Any) -> None:
         self.copy, self.buffer, self.closed = copy, b"", False
+
+    def peek(self) -> bytes:
+        """Whatever the first read would return (at least one block, if there is one)."""
+        if not self.buffer:
+            self.buffer = bytes(self.copy.read() or b"")
+        return self.buffer
 
     def read(self, size: int = -1) -> bytes:
         while size < 0 or len(self.buffer) < size:
