@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -158,21 +159,41 @@ def require_purpose(purpose: str, seq: int) -> None:
     db.session.rollback()
 
 
-def codes(purpose: str, seq: int, ids: pa.Array) -> np.ndarray[Any, np.dtype[np.uint8]]:
-    """The code (state and basis) of each ID as of seq; INVALID for malformed IDs."""
+CodeArray = np.ndarray[Any, np.dtype[np.uint8]]
+
+
+def _from_memory(
+    purpose: str,
+    seq: int,
+    answer: Callable[[ConsentIndex], tuple[CodeArray, list[int]]],
+    texts_at: Callable[[list[int]], list[str]],
+) -> CodeArray | None:
+    """Codes from the index, with its stale positions answered by the database; None when the
+    index cannot answer this seq at all."""
     index = ready_index()
-    if index is not None:
-        try:
-            out, stale = index.codes(purpose, seq, ids)
-        except Stale:
-            pass
-        except KeyError:
-            raise NotFound(f"Purpose {purpose!r} does not exist as of seq {seq}.") from None
-        else:
-            if stale:
-                texts = pa.array(ids).take(pa.array(stale)).to_pylist()
-                out[stale] = codes_from_database(purpose, seq, texts)
-            return out
+    if index is None:
+        return None
+    try:
+        out, stale = answer(index)
+    except Stale:
+        return None
+    except KeyError:
+        raise NotFound(f"Purpose {purpose!r} does not exist as of seq {seq}.") from None
+    if stale:
+        out[stale] = codes_from_database(purpose, seq, texts_at(stale))
+    return out
+
+
+def codes(purpose: str, seq: int, ids: pa.Array) -> CodeArray:
+    """The code (state and basis) of each ID as of seq; INVALID for malformed IDs."""
+    out = _from_memory(
+        purpose,
+        seq,
+        lambda index: index.codes(purpose, seq, ids),
+        lambda at: pa.array(ids).take(pa.array(at)).to_pylist(),
+    )
+    if out is not None:
+        return out
     texts = pa.array(ids).to_pylist()
     valid = [i for i, t in enumerate(texts) if isinstance(t, str) and validation.is_user_id(t)]
     out = np.full(len(texts), INVALID, dtype=np.uint8)
@@ -181,22 +202,16 @@ def codes(purpose: str, seq: int, ids: pa.Array) -> np.ndarray[Any, np.dtype[np.
     return out
 
 
-def number_codes(
-    purpose: str, seq: int, values: np.ndarray[Any, np.dtype[np.int64]]
-) -> np.ndarray[Any, np.dtype[np.uint8]]:
+def number_codes(purpose: str, seq: int, values: np.ndarray[Any, np.dtype[np.int64]]) -> CodeArray:
     """codes() for numeric IDs given as integers in [0, 10**18)."""
-    index = ready_index()
-    if index is not None:
-        try:
-            out, stale = index.number_codes(purpose, seq, values)
-        except Stale:
-            pass
-        except KeyError:
-            raise NotFound(f"Purpose {purpose!r} does not exist as of seq {seq}.") from None
-        else:
-            if stale:
-                out[stale] = codes_from_database(purpose, seq, [str(v) for v in values[stale]])
-            return out
+    out = _from_memory(
+        purpose,
+        seq,
+        lambda index: index.number_codes(purpose, seq, values),
+        lambda at: [str(v) for v in values[at]],
+    )
+    if out is not None:
+        return out
     return codes(purpose, seq, pa.array([str(v) for v in values], pa.string()))
 
 

@@ -31,6 +31,7 @@ import pyarrow.csv as pa_csv
 import sqlalchemy as sa
 
 from service.extensions import db
+from service.ledger import snapshot
 from service.models import Event, LedgerHead, Override, Purpose
 from service.policy import (
     COUNTRY_CODES,
@@ -549,33 +550,24 @@ def build() -> ConsentIndex:
     """Build an index from one consistent read of the state tables at the ledger head."""
     index = ConsentIndex()
     session = db.session
-    if session().in_transaction():
-        session.rollback()
-    options: dict[str, Any] = {}
-    if session.get_bind().dialect.name == "postgresql":
-        options = {"isolation_level": "REPEATABLE READ", "postgresql_readonly": True}
-    session.connection(execution_options=options)
-    try:
+    with snapshot():
         head = session.execute(sa.select(LedgerHead.seq, LedgerHead.at)).one()
         index.seq = index.built_seq = int(head.seq)
         index.at = head.at or EPOCH
         _load_subjects(index)
         histories = _policy_histories()
         for p in session.execute(sa.select(Purpose.key, Purpose.created_seq)):
-            pi = PurposeIndex(
+            index.purposes[p.key] = PurposeIndex(
                 p.key,
                 p.created_seq,
                 histories[p.key],
                 np.zeros(len(index.jur), dtype=np.int8),
                 np.zeros(len(index.jur), dtype=np.uint8),
             )
-            index.purposes[p.key] = pi
         _load_choices(index)
         _load_overrides(index)
         for pi in index.purposes.values():
             index._recompute_all(pi)
-    finally:
-        session.rollback()
     return index
 
 
