@@ -59,6 +59,7 @@ class Follower:
         self.stopping.set()
 
     def _run(self, app: Flask) -> None:
+        failures = 0
         while not self.stopping.is_set():
             try:
                 with app.app_context():
@@ -74,9 +75,12 @@ class Follower:
                     if catch_up(self.index) or self.keys is None:
                         self.keys = active_keys()
                     self.last_poll = time.monotonic()
-            except Exception:  # an outage: keep the index, answer from it, retry
-                log.exception("read index refresh failed")
-            self.stopping.wait(self.poll_seconds)
+                failures = 0
+            except Exception:  # an outage: answers come from what is held, or the database
+                failures += 1
+                log.exception("read index refresh failed (%d in a row)", failures)
+            # Back off while the database is failing, up to 5 s between tries.
+            self.stopping.wait(min(5.0, self.poll_seconds * 2 ** min(failures, 5)))
 
 
 def init_app(app: Flask) -> None:
