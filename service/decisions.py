@@ -39,6 +39,33 @@ class Follower:
     keys: dict[str, tuple[str, str]] | None = None
     stopping: threading.Event = field(default_factory=threading.Event)
 
+    def start_now(self, app: Flask) -> None:
+        """Build the index before serving (gunicorn's post_worker_init), then keep following.
+
+        A worker that answered from the database while its index builds would be slow for its
+        first seconds; building first keeps every answer on the fast path. A failed build is
+        logged and left to the poll thread, which retries.
+        """
+        if self.mode != "poll":
+            self.ensure_started(app)
+            return
+        try:
+            with app.app_context():
+                began = time.monotonic()
+                index = build()
+                catch_up(index)
+                self.keys = active_keys()
+                self.index = index
+                log.info(
+                    "read index built at seq %d: %d subjects in %.1f s",
+                    index.seq,
+                    index.n_rows,
+                    time.monotonic() - began,
+                )
+        except Exception:
+            log.exception("read index build failed; the poll thread will retry")
+        self.ensure_started(app)
+
     def ensure_started(self, app: Flask) -> None:
         """Start following: a background thread (poll) or a synchronous build (sync)."""
         if self.started or self.mode == "off":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 bind = os.environ.get("CONSENT_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("CONSENT_WORKERS", "2"))
@@ -15,3 +16,26 @@ timeout = int(os.environ.get("CONSENT_WORKER_TIMEOUT", "300"))
 graceful_timeout = 30
 accesslog = os.environ.get("CONSENT_ACCESS_LOG") or None
 wsgi_app = "service:create_app()"
+
+# The service's own log lines (index builds, refresh failures) go where gunicorn's go.
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "root": {"level": "INFO", "handlers": ["error_console"]},
+    "loggers": {
+        "gunicorn.error": {"level": "INFO", "handlers": ["error_console"], "propagate": False},
+        "gunicorn.access": {"level": "INFO", "handlers": ["console"], "propagate": False},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout"},
+        "error_console": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr"},
+    },
+}
+
+
+def post_worker_init(worker: Any) -> None:
+    """Build this worker's read index before it takes requests."""
+    app = worker.wsgi
+    follower = app.extensions.get("consent_index")
+    if follower is not None:
+        follower.start_now(app)

@@ -61,6 +61,8 @@ CHOICE_STATE = (None, "granted", "denied")
 COMPACT_AFTER = 50_000
 DENSE_SLACK = 1_000_000  # a direct table may be this much larger than 4 entries per ID
 POWERS_OF_TEN = np.array([10**i for i in range(19)], dtype=np.int64)
+PAD = np.array([10**i for i in range(20)], dtype=np.uint64)
+LEX_SLICE = 1 << 20
 FETCH = 100_000
 SQLITE_SPAN = 500_000
 
@@ -132,6 +134,7 @@ class ConsentIndex:
         self._recent: tuple[IntArray, IntArray] | None = None
         self.dense: npt.NDArray[np.int32] | None = None
         self.dense_lo = 0
+        self.lex = np.empty(0, dtype=np.int32)  # positions of `keys` in byte order of the text
         self.n_rows = 0
         self.jur = np.zeros(0, dtype=np.uint8)
         self.erased = np.zeros(0, dtype=np.bool_)
@@ -231,7 +234,9 @@ class ConsentIndex:
         return self._recent
 
     def _index_keys(self) -> None:
-        """Build the direct table from numeric ID to row, when the IDs are dense enough."""
+        """Derive what lookups and snapshots need from the keys: the direct table from numeric
+        ID to row (when the IDs are dense enough) and their byte order as text."""
+        self.lex = _lexicographic_order(self.keys)
         self.dense, self.dense_lo = None, 0
         if len(self.keys):
             lo, span = int(self.keys[0]), int(self.keys[-1] - self.keys[0]) + 1
@@ -353,10 +358,12 @@ class ConsentIndex:
             self._recompute(row, [p])
 
     def apply(self, events: Sequence[Any]) -> None:
-        """Apply events (seq order, each after the index's seq) and move the index to the last."""
-        if not events:
-            return
+        """Apply events in seq order and move the index to the last; ones it has are skipped
+        (two threads catching up at once may fetch the same events)."""
         with self.lock:
+            events = [e for e in events if e.seq > self.seq]
+            if not events:
+                return
             touched: set[int] = set()
             policy_moved: set[str] = set()
             for e in events:
@@ -366,8 +373,8 @@ class ConsentIndex:
                 self._recompute_all(self.purposes[key])
             for row in touched:
                 self._recompute(row, self.purposes.values())
-            if len(self.extra_numbers) > COMPACT_AFTER:
-                self.compact()
+        if len(self.extra_numbers) > COMPACT_AFTER:
+            self.compact()
 
     def _apply_one(self, e: Any, touched: set[int], policy_moved: set[str]) -> None:
         data = e.data or {}
@@ -418,19 +425,25 @@ class ConsentIndex:
     def compact(self) -> None:
         """Fold numeric IDs registered since the last compaction into the sorted key array.
 
-        Rows never move: new arrays of keys and their rows replace the old ones, so a reader
-        holding the old pair (a snapshot being streamed) still sees a consistent mapping.
+        Only the thread that applies events calls this. Rows never move, and the new arrays are
+        built aside and swapped in at once, so readers (a snapshot being streamed) keep a
+        consistent set of the old ones and are not held up while they are built.
         """
+        new = dict(self.extra_numbers)
+        if not new:
+            return
+        shadow = ConsentIndex()
+        keys = np.concatenate([self.keys, np.fromiter(new.keys(), np.int64, len(new))])
+        rows = np.concatenate([self.key_rows, np.fromiter(new.values(), np.int32, len(new))])
+        order = np.argsort(keys, kind="stable")
+        shadow.keys, shadow.key_rows = keys[order], rows[order]
+        shadow._index_keys()
         with self.lock:
-            if not self.extra_numbers:
-                return
-            new = self.extra_numbers
-            keys = np.concatenate([self.keys, np.fromiter(new.keys(), np.int64, len(new))])
-            rows = np.concatenate([self.key_rows, np.fromiter(new.values(), np.int32, len(new))])
-            order = np.argsort(keys, kind="stable")
-            self.keys, self.key_rows = keys[order], rows[order]
-            self.extra_numbers, self._recent = {}, None
-            self._index_keys()
+            self.keys, self.key_rows = shadow.keys, shadow.key_rows
+            self.lex, self.dense, self.dense_lo = shadow.lex, shadow.dense, shadow.dense_lo
+            for number in new:
+                self.extra_numbers.pop(number, None)
+            self._recent = None
 
     # ------------------------------------------------------------------ snapshots
 
@@ -439,30 +452,31 @@ class ConsentIndex:
     ) -> Iterator[tuple[pa.Array, CodeArray, list[int]]]:
         """Subjects in user_id byte order, page by page: (ids, codes, stale positions).
 
-        Codes come straight from rows, no ID parsing; the arrays read are the ones current when
-        the snapshot starts (compaction replaces them rather than changing them in place).
+        Codes come straight from rows, no ID parsing. The key arrays are taken once, at the
+        start: compaction swaps in new ones rather than changing these, and rows never move.
         """
         with self.lock:
             self._purpose_at(purpose, seq)
-            self.compact()
-            keys, key_rows = self.keys, self.key_rows
-            strings = sorted(self.extra)
-            string_rows = np.array([self.extra[u] for u in strings], dtype=np.int64)
+            keys, key_rows, lex = self.keys, self.key_rows, self.lex
+            others = sorted(
+                [*self.extra.items(), *((str(n), r) for n, r in self.extra_numbers.items())]
+            )
             changed = pa.array([u for u, s in self.changed.items() if s > seq], pa.string())
-        lex = _lexicographic_order(keys)
+        strings = [u for u, _ in others]
+        string_rows = np.array([r for _, r in others], dtype=np.int64)
         digits = _Digits(keys, lex)
         positions = [bisect.bisect_left(digits, u) for u in strings]
         n, s_i = len(keys), 0
         for start in range(0, max(n, 1), page):
             stop = min(start + page, n)
-            positions_here = lex[start:stop]
-            rows = key_rows[positions_here].astype(np.int64)
-            ids = pc.cast(pa.array(keys[positions_here]), pa.string())
+            here = lex[start:stop]
+            rows = key_rows[here].astype(np.int64)
+            ids = pc.cast(pa.array(keys[here]), pa.string())
             take = s_i
             while take < len(strings) and (positions[take] < stop or stop == n):
                 take += 1
             if take > s_i:
-                # String IDs that sort inside this page: merge them in by sorting the page.
+                # IDs kept outside the sorted array that sort inside this page: merge them in.
                 ids = pa.concat_arrays([ids, pa.array(strings[s_i:take], pa.string())])
                 rows = np.concatenate([rows, string_rows[s_i:take]])
                 order = pc.sort_indices(ids).to_numpy()
@@ -482,7 +496,7 @@ class ConsentIndex:
 class _Digits(Sequence[str]):
     """The numeric IDs as strings, in byte order, for bisecting a string ID into them."""
 
-    def __init__(self, keys: IntArray, lex: IntArray) -> None:
+    def __init__(self, keys: IntArray, lex: npt.NDArray[np.int32]) -> None:
         self.keys, self.lex = keys, lex
 
     def __len__(self) -> int:
@@ -492,14 +506,21 @@ class _Digits(Sequence[str]):
         return str(int(self.keys[self.lex[i]]))
 
 
-def _lexicographic_order(keys: IntArray) -> IntArray:
-    """Positions of numeric IDs sorted as strings: by the digits padded right, shorter first."""
-    if len(keys) == 0:
-        return np.empty(0, dtype=np.int64)
-    # Digit counts by comparison with powers of ten: exact, unlike a floating-point log10.
-    lengths = np.maximum(np.searchsorted(POWERS_OF_TEN, keys, side="right"), 1).astype(np.int64)
-    padded = keys.astype(np.uint64) * (np.uint64(10) ** (19 - lengths).astype(np.uint64))
-    return np.lexsort((lengths, padded)).astype(np.int64)
+def _lexicographic_order(keys: IntArray) -> npt.NDArray[np.int32]:
+    """Positions of sorted numeric IDs ordered as strings: by the digits padded right with
+    zeros, shorter first on a tie (a prefix sorts first).
+
+    The keys are sorted, so their lengths already ascend and a stable sort on the padded value
+    alone gives that order. Worked in slices to keep the transient memory small.
+    """
+    padded = np.empty(len(keys), dtype=np.uint64)
+    for start in range(0, len(keys), LEX_SLICE):
+        part = keys[start : start + LEX_SLICE]
+        # Digit counts by comparison with powers of ten: exact, unlike a floating-point log10.
+        lengths = np.maximum(np.searchsorted(POWERS_OF_TEN, part, side="right"), 1)
+        padded[start : start + LEX_SLICE] = part.astype(np.uint64) * PAD[19 - lengths]
+    order: npt.NDArray[np.int32] = np.argsort(padded, kind="stable").astype(np.int32)
+    return order
 
 
 def numeric_mask(ids: pa.Array) -> npt.NDArray[np.bool_]:
