@@ -1,0 +1,1 @@
+"""Benchmarks of Consent Ledger's read path, each measured beside its baseline."""
