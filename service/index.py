@@ -16,6 +16,7 @@ the database instead: their state as of S is not in memory, everyone else's is u
 from __future__ import annotations
 
 import bisect
+import ctypes
 import io
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -592,7 +593,18 @@ def build() -> ConsentIndex:
         _load_overrides(index)
         for pi in index.purposes.values():
             index._recompute_all(pi)
+    _release_build_memory()
     return index
+
+
+def _release_build_memory() -> None:
+    """Hand the build's freed buffers back to the OS: a worker's resident memory is then the
+    index itself, not the high-water mark of reading it."""
+    pa.default_memory_pool().release_unused()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
 
 
 def _table_batches(table: str, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
