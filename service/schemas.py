@@ -16,6 +16,10 @@ def _state(**kwargs: Any) -> fields.String:
     return fields.String(validate=validate.OneOf(["granted", "denied"]), **kwargs)
 
 
+def _basis() -> fields.String:
+    return fields.String(metadata={"enum": ["erased", "override", "choice", "default", "unknown"]})
+
+
 def _timestamp(**kwargs: Any) -> fields.String:
     return fields.String(metadata={"format": "date-time"}, **kwargs)
 
@@ -127,15 +131,24 @@ class OverrideBriefSchema(ma.Schema):
     expires_at = _timestamp(allow_none=True)
 
 
-class DecisionSchema(ma.Schema):
-    """Effective consent for one user and purpose, with its basis and the seq it is as of."""
+class LookupSchema(ma.Schema):
+    """One pipeline decision."""
 
     user_id = fields.String()
     purpose = fields.String()
     allowed = fields.Boolean()
     state = fields.String()
-    basis = fields.String(metadata={"enum": ["erased", "override", "choice", "default", "unknown"]})
+    basis = _basis()
     as_of = fields.Integer()
+
+
+class DecisionSchema(LookupSchema):
+    """Effective consent for one user and purpose, with its basis and the seq it is as of,
+    and the facts behind it."""
+
+    # Its own field: a shared one would make openapi.yaml share one YAML anchor between both.
+    basis = _basis()
+
     version = fields.Integer(metadata={"description": "Version of the user's choice (0: none)"})
     choice = fields.String(allow_none=True)
     source = fields.String(allow_none=True)
@@ -282,17 +295,6 @@ class AsOfArgsSchema(ma.Schema):
         unknown = ma.RAISE
 
     as_of = Text(load_default=None, validate=validate.Length(max=64), metadata=AS_OF_DOC)
-
-
-class LookupSchema(ma.Schema):
-    """One pipeline decision."""
-
-    user_id = fields.String()
-    purpose = fields.String()
-    allowed = fields.Boolean()
-    state = fields.String()
-    basis = fields.String(metadata={"enum": ["erased", "override", "choice", "default", "unknown"]})
-    as_of = fields.Integer()
 
 
 class BatchLookupArgsSchema(StrictSchema):
