@@ -295,11 +295,6 @@ class ConsentIndex:
                 code = int(default_codes(policy)[self.jur[row]])
             return code
 
-    def changed_after(self, seq: int) -> list[str]:
-        """Users with an event after seq: memory holds only their newer state."""
-        with self.lock:
-            return [u for u, s in self.changed.items() if s > seq]
-
     def codes(self, purpose: str, seq: int, ids: pa.Array) -> tuple[CodeArray, list[int]]:
         """Codes for each ID as of seq, and the positions the database must answer instead.
 
