@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.interference import processes
+
 REPO = Path(__file__).resolve().parent.parent
 GUNICORN = Path(sys.executable).parent / "gunicorn"
 HOST = "127.0.0.1"
@@ -69,20 +71,7 @@ class Server:
 
 def children_of(parent: int) -> list[int]:
     """PIDs whose parent is `parent`, read from /proc."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        # The command name is in parentheses and may hold spaces; fields after it are fixed.
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        if int(fields[1]) == parent:
-            pids.append(int(entry))
-    return sorted(pids)
+    return sorted(pid for pid, p in processes().items() if p.parent == parent)
 
 
 def rss_bytes(pid: int) -> int:
