@@ -133,3 +133,12 @@ def api(app: Flask, client: FlaskClient) -> Any:
     from tests.factories import Api
 
     return Api(app, client)
+
+
+@pytest.fixture
+def live(tmp_path: Path) -> Iterator[Any]:
+    """A real gunicorn server (as `make run` starts it) on its own database, one key per role."""
+    from tests.live import live_server
+
+    with live_server(tmp_path) as server:
+        yield server
