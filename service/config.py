@@ -39,6 +39,11 @@ def from_environ() -> dict[str, Any]:
         # sync: it catches up before every read (tests); off: every read asks the database.
         "CONSENT_INDEX": os.environ.get("CONSENT_INDEX", "poll"),
         "CONSENT_INDEX_POLL_SECONDS": float(os.environ.get("CONSENT_INDEX_POLL_SECONDS", "0.2")),
+        # A head read never answers from an index last caught up longer ago than this: the
+        # request catches up itself, or fails closed with a 503 when the database is away.
+        "CONSENT_INDEX_MAX_LAG_SECONDS": float(
+            os.environ.get("CONSENT_INDEX_MAX_LAG_SECONDS", "1.0")
+        ),
         "MAX_CONTENT_LENGTH": int(os.environ.get("CONSENT_MAX_BODY_BYTES", str(1024 * 1024))),
         "API_TITLE": "Consent Ledger",
         "API_VERSION": "1.0.0",

@@ -31,6 +31,8 @@ class Follower:
 
     mode: str
     poll_seconds: float
+    # A head answer never reflects a ledger older than this; see ensure_current.
+    max_lag: float = 1.0
     index: ConsentIndex | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
     started: bool = False
@@ -53,9 +55,8 @@ class Follower:
             with app.app_context():
                 began = time.monotonic()
                 index = build()
-                catch_up(index)
-                self.keys = active_keys()
                 self.index = index
+                self.refresh()
                 log.info(
                     "read index built at seq %d: %d subjects in %.1f s",
                     index.seq,
@@ -65,6 +66,25 @@ class Follower:
         except Exception:
             log.exception("read index build failed; the poll thread will retry")
         self.ensure_started(app)
+
+    def refresh(self) -> None:
+        """Catch the index up with the ledger's head and note when (in an app context)."""
+        assert self.index is not None
+        began = time.monotonic()
+        if catch_up(self.index) or self.keys is None:
+            self.keys = active_keys()
+        self.last_poll = began
+
+    def current(self) -> bool:
+        """Whether the index (and key cache) were last known current within max_lag seconds."""
+        return time.monotonic() - self.last_poll <= self.max_lag
+
+    def ensure_current(self) -> None:
+        """In poll mode, catch up here when the poll thread has fallen behind (starved, or the
+        database failing): a head answer never reflects a ledger older than max_lag, and when
+        the database cannot be reached this raises, so the read fails closed."""
+        if self.mode == "poll" and self.index is not None and not self.current():
+            self.refresh()
 
     def ensure_started(self, app: Flask) -> None:
         """Start following: a background thread (poll) or a synchronous build (sync)."""
@@ -99,9 +119,7 @@ class Follower:
                             self.index.n_rows,
                             time.monotonic() - began,
                         )
-                    if catch_up(self.index) or self.keys is None:
-                        self.keys = active_keys()
-                    self.last_poll = time.monotonic()
+                    self.refresh()
                 failures = 0
             except Exception:  # an outage: answers come from what is held, or the database
                 failures += 1
@@ -115,7 +133,11 @@ def init_app(app: Flask) -> None:
     mode = app.config.get("CONSENT_INDEX", "poll")
     if mode not in MODES:
         raise ValueError(f"CONSENT_INDEX must be one of {MODES}, not {mode!r}")
-    follower = Follower(mode, float(app.config["CONSENT_INDEX_POLL_SECONDS"]))
+    follower = Follower(
+        mode,
+        float(app.config["CONSENT_INDEX_POLL_SECONDS"]),
+        float(app.config.get("CONSENT_INDEX_MAX_LAG_SECONDS", 1.0)),
+    )
     app.extensions["consent_index"] = follower
     if mode == "poll":
         # Each worker starts following at its first request of any kind (after gunicorn forks).
@@ -128,20 +150,28 @@ def follower() -> Follower:
 
 
 def catch_up(index: ConsentIndex) -> bool:
-    """Apply every committed event after the index's seq; tell whether any concerned keys."""
+    """Apply every committed event after the index's seq; tell whether any concerned keys.
+
+    Serialised per index: a request thread that must follow to a seq waits for (and then
+    reuses) the poll thread's catch-up rather than applying the same events beside it.
+    """
     keys_changed = False
-    while True:
-        events = events_after(index.seq)
-        index.apply(events)
-        keys_changed = keys_changed or any(e.kind in KEY_EVENTS for e in events)
-        if len(events) < 10_000:
-            return keys_changed
+    with index.follow_lock:
+        while True:
+            events = events_after(index.seq)
+            index.apply(events)
+            keys_changed = keys_changed or any(e.kind in KEY_EVENTS for e in events)
+            if len(events) < 10_000:
+                return keys_changed
 
 
 def cached_key(token_hash: str) -> tuple[str, str] | None:
     """(name, role) of an active key from the poll thread's cache, if it has one."""
     f: Follower | None = current_app.extensions.get("consent_index")
     if f is None or f.keys is None:
+        return None
+    if f.mode == "poll" and not f.current():
+        # A cache older than max_lag might still hold a revoked key: ask the database.
         return None
     return f.keys.get(token_hash)
 
@@ -165,6 +195,7 @@ def pin(as_of: str | None, purpose: str) -> int:
     if index is not None:
         text = (as_of or "").strip()
         if not text:
+            follower().ensure_current()
             if purpose not in index.purposes:
                 catch_up(index)
             return index.seq

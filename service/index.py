@@ -125,6 +125,9 @@ class ConsentIndex:
 
     def __init__(self) -> None:
         self.lock = threading.RLock()
+        # One thread at a time applies events and compacts (the poll thread, or a request
+        # catching up); two compactions at once could each drop the other's new IDs.
+        self.follow_lock = threading.Lock()
         self.seq = 0
         self.at: datetime = EPOCH
         self.built_seq = 0
@@ -421,9 +424,10 @@ class ConsentIndex:
     def compact(self) -> None:
         """Fold numeric IDs registered since the last compaction into the sorted key array.
 
-        Only the thread that applies events calls this. Rows never move, and the new arrays are
-        built aside and swapped in at once, so readers (a snapshot being streamed) keep a
-        consistent set of the old ones and are not held up while they are built.
+        Only the thread holding follow_lock calls this (through apply). Rows never move, and
+        the new arrays are built aside and swapped in at once, so readers (a snapshot being
+        streamed) keep a consistent set of the old ones and are not held up while they are
+        built.
         """
         new = dict(self.extra_numbers)
         if not new:
