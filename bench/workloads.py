@@ -12,6 +12,7 @@ import subprocess
 import threading
 import time
 import zlib
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -808,13 +809,14 @@ class _Poll:
 
 def _poll_until_reflected(
     s: Session, uid: str, want: bool, written_at: float
-) -> tuple[float | None, int]:
+) -> tuple[float | None, int, list[str]]:
     """Poll on fresh connections until a streak of answers all reflect the write.
 
-    Returns the delay after which every answer was right (None: not within the poll limit)
-    and how many polls were made.
+    Returns the delay after which every answer was right (None: not within the poll limit),
+    how many polls were made and the last wrong answers.
     """
     polls: list[_Poll] = []
+    wrong: deque[str] = deque(maxlen=2)  # the last wrong answers, to explain a failure
     lock = threading.Lock()
     stop = threading.Event()
     deadline = written_at + FRESHNESS_POLL_LIMIT
@@ -830,10 +832,15 @@ def _poll_until_reflected(
     def poller() -> None:
         while not stop.is_set() and time.monotonic() < deadline:
             started = time.monotonic()
-            code, body = clients.once_json(
-                s.server.port, "GET", s.lookup_path(uid), s.pipeline_token
-            )
+            try:
+                code, body = clients.once_json(
+                    s.server.port, "GET", s.lookup_path(uid), s.pipeline_token
+                )
+            except OSError as e:  # counted as a wrong answer; a dead poller would look stale
+                code, body = 0, {"error": repr(e)}
             correct = code == 200 and body.get("allowed") is want
+            if not correct:
+                wrong.append(f"{code} {str(body)[:80]}")
             with lock:
                 polls.append(_Poll(started, correct))
                 polls.sort(key=lambda p: p.started)
@@ -846,12 +853,12 @@ def _poll_until_reflected(
     for t in threads:
         t.join(FRESHNESS_POLL_LIMIT + 15)
     if streak() < FRESHNESS_STREAK:
-        return None, len(polls)
+        return None, len(polls), list(wrong)
     stale = [i for i, p in enumerate(polls) if not p.correct]
     if not stale:
-        return 0.0, len(polls)
+        return 0.0, len(polls), []
     # From the first right answer after the last stale one on, every answer was right.
-    return max(0.0, polls[stale[-1] + 1].started - written_at), len(polls)
+    return max(0.0, polls[stale[-1] + 1].started - written_at), len(polls), []
 
 
 def freshness(s: Session) -> None:
@@ -886,9 +893,9 @@ def freshness(s: Session) -> None:
             if code != 200:
                 raise RuntimeError(f"PUT consent of {uid} answered {code}: {written}")
             seq = written["as_of"]
-            delay, polls = _poll_until_reflected(s, uid, not old, written_at)
+            delay, polls, wrong = _poll_until_reflected(s, uid, not old, written_at)
             if delay is None:
-                never.append(f"{uid} (seq {seq}, {polls} polls)")
+                never.append(f"{uid} (seq {seq}, {polls} polls, last wrong: {wrong})")
             else:
                 delays.append(delay)
             for as_of, want in ((seq - 1, old), (before["as_of"], old), (seq, not old)):
