@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
+from secrets import token_hex
 from typing import Any
 
 from flask import Flask, Response, g, request
@@ -78,8 +78,9 @@ def _ensure_sqlite_dir(url: str) -> None:
 
 
 def _assign_request_id() -> None:
-    incoming = request.headers.get("X-Request-ID", "")
-    g.request_id = incoming if REQUEST_ID_RE.fullmatch(incoming) else uuid.uuid4().hex
+    incoming = request.headers.get("X-Request-ID")
+    # 16 random hex digits: unique enough per request, and cheaper than uuid4 on the hot path.
+    g.request_id = incoming if incoming and REQUEST_ID_RE.fullmatch(incoming) else token_hex(8)
 
 
 def _echo_request_id(response: Response) -> Response:
