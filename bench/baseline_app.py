@@ -10,6 +10,8 @@ from typing import Any
 
 from flask import Flask
 
+from service import logs
+
 CONSTANT_DECISION = {
     "user_id": "0",
     "purpose": "model_training",
@@ -20,6 +22,9 @@ CONSTANT_DECISION = {
 }
 
 app = Flask(__name__)
+# The server set-up includes its access log: the baseline writes the same line per request
+# (gunicorn's own access log, which both used to write, is off in the shared settings).
+logs.init_app(app)
 
 
 # The same URL shape as the single lookup, so one wrk script drives both servers.

@@ -11,7 +11,7 @@ from typing import Any
 from flask import Flask, Response, g, request
 
 from service import config as config_module
-from service import database, decisions, errors, extensions
+from service import database, decisions, errors, extensions, logs, metrics, ratelimit
 from service.database import engine_options
 from service.extensions import db, migrate
 from service.readiness import MIGRATIONS_DIR
@@ -44,6 +44,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         "bearerAuth", {"type": "http", "scheme": "bearer", "description": "API key"}
     )
     errors.init_app(app)
+    metrics.init_app(app)
+    logs.init_app(app)
+    ratelimit.init_app(app)
     decisions.init_app(app)
 
     from service.api import register_blueprints

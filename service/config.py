@@ -44,8 +44,23 @@ def from_environ() -> dict[str, Any]:
         "CONSENT_INDEX_MAX_LAG_SECONDS": float(
             os.environ.get("CONSENT_INDEX_MAX_LAG_SECONDS", "1.0")
         ),
+        # Per API key (per address without one), per worker unless the storage is shared
+        # (e.g. redis://127.0.0.1:6379); "off" turns limiting off. flask-limiter syntax.
+        **_rate_limits(os.environ.get("CONSENT_RATE_LIMIT", "3000 per second")),
+        "RATELIMIT_STORAGE_URI": os.environ.get("CONSENT_RATE_LIMIT_STORAGE", "memory://"),
+        "RATELIMIT_STRATEGY": "fixed-window",
+        # Set by gunicorn_conf for its workers: /metrics then adds up every worker's files.
+        "CONSENT_METRICS_MULTIPROCESS": bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR")),
         "MAX_CONTENT_LENGTH": int(os.environ.get("CONSENT_MAX_BODY_BYTES", str(1024 * 1024))),
         "API_TITLE": "Consent Ledger",
         "API_VERSION": "1.0.0",
         "OPENAPI_VERSION": "3.0.3",
     }
+
+
+def _rate_limits(value: str) -> dict[str, Any]:
+    """flask-limiter settings for CONSENT_RATE_LIMIT ("off" disables it)."""
+    value = value.strip()
+    if value.lower() in ("", "off", "none"):
+        return {"RATELIMIT_ENABLED": False}
+    return {"RATELIMIT_ENABLED": True, "RATELIMIT_DEFAULT": value}

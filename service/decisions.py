@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 from flask import Flask, current_app
 
-from service import asof, validation
+from service import asof, metrics, validation
 from service.auth import KEY_EVENTS, active_keys
 from service.errors import NotFound
 from service.extensions import db
@@ -70,10 +70,11 @@ class Follower:
     def refresh(self) -> None:
         """Catch the index up with the ledger's head and note when (in an app context)."""
         assert self.index is not None
-        began = time.monotonic()
+        began, wall = time.monotonic(), time.time()
         if catch_up(self.index) or self.keys is None:
             self.keys = active_keys()
         self.last_poll = began
+        metrics.index_caught_up(self.index.seq, wall)
 
     def current(self) -> bool:
         """Whether the index (and key cache) were last known current within max_lag seconds."""

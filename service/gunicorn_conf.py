@@ -4,7 +4,20 @@ from __future__ import annotations
 
 import gc
 import os
+import shutil
+import tempfile
 from typing import Any
+
+# /metrics adds up every worker's samples, kept in files in one directory (prometheus_client's
+# multiprocess mode). Set here, in the master, before any worker imports prometheus_client
+# (service.metrics imports it on first use for that reason).
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    METRICS_DIR, OWN_METRICS_DIR = os.environ["PROMETHEUS_MULTIPROC_DIR"], False
+else:
+    METRICS_DIR, OWN_METRICS_DIR = tempfile.mkdtemp(prefix="consent-metrics-"), True
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = METRICS_DIR
+
+from service import logs  # noqa: E402  (after the metrics directory is set)
 
 bind = os.environ.get("CONSENT_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("CONSENT_WORKERS", "2"))
@@ -15,23 +28,32 @@ keepalive = 5
 # Streams of millions of IDs take minutes; the timeout is for stuck workers, not slow clients.
 timeout = int(os.environ.get("CONSENT_WORKER_TIMEOUT", "300"))
 graceful_timeout = 30
-accesslog = os.environ.get("CONSENT_ACCESS_LOG") or None
 wsgi_app = "service:create_app()"
 
-# The service's own log lines (index builds, refresh failures) go where gunicorn's go.
-logconfig_dict = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "root": {"level": "INFO", "handlers": ["error_console"]},
-    "loggers": {
-        "gunicorn.error": {"level": "INFO", "handlers": ["error_console"], "propagate": False},
-        "gunicorn.access": {"level": "INFO", "handlers": ["console"], "propagate": False},
-    },
-    "handlers": {
-        "console": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout"},
-        "error_console": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr"},
-    },
-}
+# JSON lines with request ids; the service writes its own access log (CONSENT_ACCESS_LOG set),
+# so gunicorn's is off.
+accesslog = None
+logconfig_dict = logs.logconfig(access=bool(os.environ.get("CONSENT_ACCESS_LOG")))
+
+
+def on_starting(server: Any) -> None:
+    """Start from empty metrics: files of an earlier run would add to this one's."""
+    for name in os.listdir(METRICS_DIR):
+        if name.endswith(".db"):
+            os.remove(os.path.join(METRICS_DIR, name))
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """Drop a dead worker's live gauges (its index lag must not linger)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+
+
+def on_exit(server: Any) -> None:
+    """Remove the metrics directory this configuration made."""
+    if OWN_METRICS_DIR:
+        shutil.rmtree(METRICS_DIR, ignore_errors=True)
 
 
 def post_worker_init(worker: Any) -> None:

@@ -11,7 +11,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from service import decisions, validation
+from service import decisions, metrics, validation
 from service.errors import PayloadTooLarge, ValidationFailed
 from service.index import GRANTED, INVALID, USER_ID_PATTERN, decode
 from service.streaming import ByteSink
@@ -31,7 +31,9 @@ def lookup(purpose: str, user_id: str, as_of: str | None) -> dict[str, Any]:
     """
     user_id = validation.user_id(user_id)
     seq = decisions.pin(as_of, purpose)
-    state, basis = decode(decisions.code_of(purpose, seq, user_id))
+    code = decisions.code_of(purpose, seq, user_id)
+    metrics.count_code(purpose, code)
+    state, basis = decode(code)
     return {
         "user_id": user_id,
         "purpose": purpose,
@@ -73,13 +75,19 @@ def batch_lookup(purpose: str, raw_ids: Sequence[object], as_of: str | None) -> 
     """Split a batch into allowed and denied; each distinct input ID lands in exactly one list."""
     ids = list(dict.fromkeys(batch_ids(raw_ids)))
     seq = decisions.pin(as_of, purpose)
-    mask = allowed(decisions.codes(purpose, seq, pa.array(ids, pa.string())))
+    mask = counted(purpose, decisions.codes(purpose, seq, pa.array(ids, pa.string())))
     return {
         "purpose": purpose,
         "as_of": seq,
         "allowed": list(compress(ids, mask)),
         "denied": list(compress(ids, ~mask)),
     }
+
+
+def counted(purpose: str, codes: npt.NDArray[np.uint8]) -> npt.NDArray[np.bool_]:
+    """allowed(codes), with the decisions counted for /metrics."""
+    metrics.count_codes(purpose, codes)
+    return allowed(codes)
 
 
 def allowed(codes: npt.NDArray[np.uint8]) -> npt.NDArray[np.bool_]:
@@ -119,7 +127,7 @@ def _as_ids(lines: list[bytes], ascii_only: bool) -> pa.Array:
 def filter_text(purpose: str, seq: int, stream: IO[bytes]) -> Iterator[bytes]:
     """Stream back the allowed IDs, in input order; malformed and blank lines are dropped."""
     for chunk, ascii_only in _lines(stream):
-        mask = allowed(decisions.codes(purpose, seq, _as_ids(chunk, ascii_only)))
+        mask = counted(purpose, decisions.codes(purpose, seq, _as_ids(chunk, ascii_only)))
         kept = list(compress(chunk, mask))
         if kept:
             yield b"\n".join(kept) + b"\n"
@@ -178,7 +186,7 @@ def filter_arrow(purpose: str, seq: int, reader: pa.RecordBatchStreamReader) -> 
     writer = pa.ipc.new_stream(sink, ALLOWED_SCHEMA)
     yield sink.take()
     for batch in reader:
-        mask = allowed(_arrow_codes(purpose, seq, batch.column(0)))
+        mask = counted(purpose, _arrow_codes(purpose, seq, batch.column(0)))
         writer.write_batch(pa.record_batch([pa.array(mask, pa.bool_())], schema=ALLOWED_SCHEMA))
         yield sink.take()
     writer.close()

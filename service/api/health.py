@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from flask import Response
 from flask.views import MethodView
 
-from service import readiness
+from service import metrics, readiness
 from service.api.parsing import Blueprint
 from service.errors import Unavailable
 from service.schemas import HealthSchema
@@ -40,3 +41,23 @@ class Readyz(MethodView):
                 retry_after=5,
             )
         return {"status": "ok", "checks": checks}
+
+
+@blp.route("/metrics")
+class Metrics(MethodView):
+    """Prometheus metrics."""
+
+    @blp.doc(
+        security=[],
+        responses={
+            "200": {
+                "description": "Prometheus text format: requests and latency by route and "
+                "status, decisions by basis, ledger head seq, read-index lag.",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            }
+        },
+    )
+    def get(self) -> Response:
+        """Serve every metric, aggregated across the server's workers."""
+        body, content_type = metrics.exposition()
+        return Response(body, content_type=content_type)
