@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from typing import Any
 
 import click
-from flask import Flask
+from flask import Flask, current_app
 from flask.cli import FlaskGroup
 from flask_migrate import downgrade as alembic_downgrade
 from flask_migrate import upgrade as alembic_upgrade
@@ -85,12 +86,19 @@ def keys_list(as_json: bool) -> None:
 @keys.command("revoke")
 @click.argument("name")
 def keys_revoke(name: str) -> None:
-    """Revoke a key; it is refused from the next request on."""
+    """Revoke a key; once this returns, every worker refuses it."""
     try:
         doc = auth.revoke_key(name)
     except ConsentError as exc:
         _fail(exc)
-    click.echo(f"Revoked key {doc['name']!r} at {doc['revoked_at']}.")
+    # A worker trusts its key cache for at most the index's max lag, then asks the database
+    # again; waiting that long (plus a margin) means no worker anywhere still accepts the key.
+    wait = float(current_app.config["CONSENT_INDEX_MAX_LAG_SECONDS"]) + 0.1
+    time.sleep(wait)
+    click.echo(
+        f"Revoked key {doc['name']!r} at {doc['revoked_at']}; every worker refuses it "
+        f"(waited {wait:.1f} s for their key caches)."
+    )
 
 
 @cli.group("db")
