@@ -46,9 +46,8 @@ def from_environ() -> dict[str, Any]:
         ),
         # Per API key (per address without one), per worker unless the storage is shared
         # (e.g. redis://127.0.0.1:6379); "off" turns limiting off. flask-limiter syntax.
-        **_rate_limits(os.environ.get("CONSENT_RATE_LIMIT", "3000 per second")),
-        "RATELIMIT_STORAGE_URI": os.environ.get("CONSENT_RATE_LIMIT_STORAGE", "memory://"),
-        "RATELIMIT_STRATEGY": "fixed-window",
+        "CONSENT_RATE_LIMIT": _rate_limit(os.environ.get("CONSENT_RATE_LIMIT", "3000/second")),
+        "CONSENT_RATE_LIMIT_STORAGE": os.environ.get("CONSENT_RATE_LIMIT_STORAGE", "memory://"),
         # Set by gunicorn_conf for its workers: /metrics then adds up every worker's files.
         "CONSENT_METRICS_MULTIPROCESS": bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR")),
         "MAX_CONTENT_LENGTH": int(os.environ.get("CONSENT_MAX_BODY_BYTES", str(1024 * 1024))),
@@ -58,9 +57,7 @@ def from_environ() -> dict[str, Any]:
     }
 
 
-def _rate_limits(value: str) -> dict[str, Any]:
-    """flask-limiter settings for CONSENT_RATE_LIMIT ("off" disables it)."""
+def _rate_limit(value: str) -> str | None:
+    """The limits of CONSENT_RATE_LIMIT (`limits` syntax), or None when it is "off"."""
     value = value.strip()
-    if value.lower() in ("", "off", "none"):
-        return {"RATELIMIT_ENABLED": False}
-    return {"RATELIMIT_ENABLED": True, "RATELIMIT_DEFAULT": value}
+    return None if value.lower() in ("", "off", "none") else value

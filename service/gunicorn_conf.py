@@ -33,6 +33,7 @@ wsgi_app = "service:create_app()"
 # JSON lines with request ids; the service writes its own access log (CONSENT_ACCESS_LOG set),
 # so gunicorn's is off.
 accesslog = None
+logger_class = "service.logs.ServiceLogger"
 logconfig_dict = logs.logconfig(access=bool(os.environ.get("CONSENT_ACCESS_LOG")))
 
 

@@ -3,9 +3,9 @@ and index lag, aggregated across gunicorn's workers when it runs them (multiproc
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterable, Iterator
-from functools import cache
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -66,10 +66,18 @@ class Instruments:
         )
 
 
-@cache
+_made: list[Instruments] = []
+_making = threading.Lock()
+
+
 def instruments() -> Instruments:
-    """This process's metrics."""
-    return Instruments()
+    """This process's metrics, made by the first thread to ask (the poll thread and a request
+    may ask at once; registering the metrics twice would fail)."""
+    if not _made:
+        with _making:
+            if not _made:
+                _made.append(Instruments())
+    return _made[0]
 
 
 # (basis, allowed) label values of every one-byte decision code; INVALID separately.

@@ -42,7 +42,7 @@ def app_config(url: str) -> dict[str, Any]:
         # Reads go through the in-memory index, caught up before each read so tests are exact.
         "CONSENT_INDEX": "sync",
         # Limits have their own tests; elsewhere a fast test must not meet a 429.
-        "RATELIMIT_ENABLED": False,
+        "CONSENT_RATE_LIMIT": None,
     }
 
 
