@@ -61,3 +61,12 @@ def _rate_limit(value: str) -> str | None:
     """The limits of CONSENT_RATE_LIMIT (`limits` syntax), or None when it is "off"."""
     value = value.strip()
     return None if value.lower() in ("", "off", "none") else value
+
+
+def client_timeouts() -> tuple[float, float]:
+    """Seconds a client connection may stall: per read of the request head, and per read of
+    the body or write of the response (gunicorn's worker, service/workers.py)."""
+    return (
+        float(os.environ.get("CONSENT_CLIENT_HEADER_TIMEOUT_SECONDS", "10")),
+        float(os.environ.get("CONSENT_CLIENT_IO_TIMEOUT_SECONDS", "60")),
+    )

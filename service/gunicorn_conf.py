@@ -22,7 +22,8 @@ from service import logs  # noqa: E402  (after the metrics directory is set)
 bind = os.environ.get("CONSENT_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("CONSENT_WORKERS", "2"))
 # Threads let one worker stream a long filter while it still answers short lookups.
-worker_class = "gthread"
+# gthread, plus deadlines on reads and writes of client connections (service/workers.py).
+worker_class = "service.workers.DeadlineThreadWorker"
 threads = int(os.environ.get("CONSENT_THREADS", "4"))
 keepalive = 5
 # Streams of millions of IDs take minutes; the timeout is for stuck workers, not slow clients.

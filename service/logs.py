@@ -37,6 +37,23 @@ class ServiceLogger(GunicornLogger):  # type: ignore[misc]
         """Write nothing (see the class docstring)."""
 
 
+class ClientTimeoutFilter(logging.Filter):
+    """Turn gunicorn's traceback for a client that stalled past its deadline into one line.
+
+    A stalled client is the client's failure, dropped on purpose (service/workers.py); a
+    traceback per dropped connection would bury real errors.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, TimeoutError):
+            record.exc_info = None
+            record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.msg, record.args = "client connection stalled past its deadline; dropped", ()
+        return True
+
+
 def json_formatter() -> JsonFormatter:
     """The formatter gunicorn's logconfig_dict builds for every handler."""
     return JsonFormatter(
@@ -57,7 +74,10 @@ def logconfig(access: bool) -> dict[str, Any]:
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "filters": {"request_id": {"()": "service.logs.RequestIdFilter"}},
+        "filters": {
+            "request_id": {"()": "service.logs.RequestIdFilter"},
+            "client_timeout": {"()": "service.logs.ClientTimeoutFilter"},
+        },
         "formatters": {"json": {"()": "service.logs.json_formatter"}},
         "handlers": {
             "stdout": {**handler, "stream": "ext://sys.stdout"},
@@ -65,7 +85,12 @@ def logconfig(access: bool) -> dict[str, Any]:
         },
         "root": {"level": "INFO", "handlers": ["stderr"]},
         "loggers": {
-            "gunicorn.error": {"level": "INFO", "handlers": ["stderr"], "propagate": False},
+            "gunicorn.error": {
+                "level": "INFO",
+                "handlers": ["stderr"],
+                "filters": ["client_timeout"],
+                "propagate": False,
+            },
             "consent.access": {
                 "level": "INFO" if access else "WARNING",
                 "handlers": ["stdout"],
