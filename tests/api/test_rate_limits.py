@@ -16,9 +16,7 @@ from tests.factories import Api, assert_problem, bearer, ledger_state
 @pytest.fixture
 def limited(database_url: str) -> Iterator[Api]:
     """An app allowing each key (or address) 3 requests a minute."""
-    app = create_app(
-        {**app_config(database_url), "CONSENT_RATE_LIMIT": "3/minute"}
-    )
+    app = create_app({**app_config(database_url), "CONSENT_RATE_LIMIT": "3/minute"})
     yield Api(app, app.test_client())
     with app.app_context():
         db.engine.dispose()
