@@ -1,8 +1,11 @@
 """Per-key rate limits: a key (or an address, without one) that sends more than its limit gets
-429 problem+json with Retry-After. Counting is the `limits` library's (in memory or Redis)."""
+429 problem+json with Retry-After. Limits are parsed by the `limits` library, which also keeps
+shared counts (Redis); counts local to a worker are kept here, more cheaply."""
 
 from __future__ import annotations
 
+import math
+import threading
 import time
 from dataclasses import dataclass
 
@@ -29,12 +32,64 @@ class TooManyRequests(ConsentError):
         super().__init__(detail, headers={"Retry-After": str(retry_after)})
 
 
+class LocalWindows:
+    """Fixed-window counts kept in this process, for the default memory:// storage.
+
+    The `limits` library's own memory storage restarts a timer thread every 10 ms of traffic
+    to expire counts; on the single lookup that cost 20-40 us a request (measured in-process:
+    220 us with it, 181 us without). Here a window's counts are simply replaced when the next
+    window starts, and stale keys are swept when the table grows.
+    """
+
+    SWEEP_AT = 100_000
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.counts: dict[tuple[str, str], tuple[int, int]] = {}
+
+    def hit(self, item: RateLimitItem, key: str) -> float | None:
+        """Count one request; None while within the limit, else seconds until it resets."""
+        period = item.get_expiry()
+        now = time.time()
+        window = int(now // period)
+        slot = (str(item), key)
+        with self.lock:
+            seen, count = self.counts.get(slot, (window, 0))
+            count = count + 1 if seen == window else 1
+            self.counts[slot] = (window, count)
+            if len(self.counts) > self.SWEEP_AT:
+                self._sweep(now)
+        return None if count <= item.amount else (window + 1) * period - now
+
+    def _sweep(self, now: float) -> None:
+        """Drop counts of windows that have ended (many keys: e.g. a flood of bad tokens)."""
+        items = {str(i): i for i in parse_many(";".join({s for s, _ in self.counts}))}
+        self.counts = {
+            slot: (w, c)
+            for slot, (w, c) in self.counts.items()
+            if w >= int(now // items[slot[0]].get_expiry())
+        }
+
+
+class SharedWindows:
+    """Fixed-window counts in a shared `limits` storage (e.g. Redis), across workers and hosts."""
+
+    def __init__(self, uri: str) -> None:
+        self.counter = FixedWindowRateLimiter(storage_from_string(uri))
+
+    def hit(self, item: RateLimitItem, key: str) -> float | None:
+        """Count one request; None while within the limit, else seconds until it resets."""
+        if self.counter.hit(item, key):
+            return None
+        return float(self.counter.get_window_stats(item, key).reset_time - time.time())
+
+
 @dataclass(frozen=True)
 class Limits:
-    """One app's limits and the counter they are kept in."""
+    """One app's limits and the counts they are kept in."""
 
     items: list[RateLimitItem]
-    counter: FixedWindowRateLimiter
+    counter: LocalWindows | SharedWindows
 
 
 def rate_key() -> str:
@@ -53,20 +108,19 @@ def rate_key() -> str:
 def check() -> None:
     """Count this request against its key's limits; raise 429 when one is spent.
 
-    A plain hook over `limits` rather than flask-limiter's per-route machinery: the single
-    lookup measured 196 us in-process without limits, 293 us with flask-limiter, and one
-    fixed-window hit costs about 2 us.
+    A plain hook rather than flask-limiter's per-route machinery: the single lookup measured
+    196 us in-process without limits and 293 us with flask-limiter.
     """
     limits: Limits = current_app.extensions["consent_limits"]
     if request.path in EXEMPT_PATHS:
         return
     key = rate_key()
     for item in limits.items:
-        if not limits.counter.hit(item, key):
-            reset = limits.counter.get_window_stats(item, key).reset_time
+        wait = limits.counter.hit(item, key)
+        if wait is not None:
             raise TooManyRequests(
                 f"Rate limit of {item} for this API key exceeded; retry later.",
-                retry_after=max(1, int(reset - time.time() + 0.999)),
+                retry_after=max(1, math.ceil(wait)),
             )
 
 
@@ -75,8 +129,7 @@ def init_app(app: Flask) -> None:
     spec = app.config.get("CONSENT_RATE_LIMIT")
     if not spec:
         return
-    app.extensions["consent_limits"] = Limits(
-        parse_many(spec),
-        FixedWindowRateLimiter(storage_from_string(app.config["CONSENT_RATE_LIMIT_STORAGE"])),
-    )
+    uri = app.config["CONSENT_RATE_LIMIT_STORAGE"]
+    counter = LocalWindows() if uri == "memory://" else SharedWindows(uri)
+    app.extensions["consent_limits"] = Limits(parse_many(spec), counter)
     app.before_request(check)
