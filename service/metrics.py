@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -64,6 +64,30 @@ class Instruments:
             "The ledger's head seq, read from the database at scrape time",
             multiprocess_mode="max",
         )
+        # Labelled children by (method, route, status): .labels() takes a lock and builds a
+        # key on every call, a few microseconds on each request otherwise.
+        self._routes: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        self._decisions: dict[tuple[str, int], Any] = {}
+
+    def per_route(self, labels: tuple[str, str, str]) -> tuple[Any, Any]:
+        """The request counter and latency histogram of one method, route and status."""
+        pair = self._routes.get(labels)
+        if pair is None:
+            pair = self._routes[labels] = (
+                self.requests.labels(*labels),
+                self.latency.labels(*labels),
+            )
+        return pair
+
+    def decided(self, purpose: str, code: int) -> Any:
+        """The decision counter of one purpose and decision code."""
+        child = self._decisions.get((purpose, code))
+        if child is None:
+            basis, allowed = _CODE_LABELS.get(code, ("invalid", "false"))
+            child = self._decisions[(purpose, code)] = self.decisions.labels(
+                purpose, basis, allowed
+            )
+        return child
 
 
 _made: list[Instruments] = []
@@ -94,15 +118,14 @@ def count_codes(purpose: str, codes: npt.NDArray[np.uint8]) -> None:
     if len(codes) == 0:
         return
     counts = np.bincount(codes, minlength=INVALID + 1)
+    m = instruments()
     for code in np.flatnonzero(counts).tolist():
-        basis, allowed = _CODE_LABELS.get(code, ("invalid", "false"))
-        instruments().decisions.labels(purpose, basis, allowed).inc(int(counts[code]))
+        m.decided(purpose, code).inc(int(counts[code]))
 
 
 def count_code(purpose: str, code: int) -> None:
     """Count one decision."""
-    basis, allowed = _CODE_LABELS.get(code, ("invalid", "false"))
-    instruments().decisions.labels(purpose, basis, allowed).inc()
+    instruments().decided(purpose, code).inc()
 
 
 def index_caught_up(seq: int, at: float) -> None:
@@ -123,9 +146,9 @@ def _observe(response: Response) -> Response:
         # The route pattern, never the raw path: user IDs must not become label values.
         labels = (request.method, rule.rule if rule is not None else "unmatched",
                   str(response.status_code))  # fmt: skip
-        m = instruments()
-        m.requests.labels(*labels).inc()
-        m.latency.labels(*labels).observe(time.perf_counter() - started)
+        request_counter, latency = instruments().per_route(labels)
+        request_counter.inc()
+        latency.observe(time.perf_counter() - started)
     return response
 
 
