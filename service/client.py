@@ -1,0 +1,423 @@
+"""The Python client for training pipelines: batched lookups, streamed filters, snapshots and the
+change feed, with bounded retries, every answer pinned to one `as_of`, and failure by exception.
+
+It fails closed: an ID is reported allowed only when the service said so; a request that still
+fails after its retries raises, and a stream cut short (a chunked body without its terminator,
+an Arrow stream without its end marker, a Parquet file without its footer) is a failure, never
+a shorter answer.
+
+    client = ConsentClient("http://127.0.0.1:8000", os.environ["CONSENT_API_KEY"])
+    result = client.lookup("model_training", ["1001", "1002"])
+    kept = list(client.filter("model_training", ids))    # any number of IDs, as of one seq
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
+
+T = TypeVar("T")
+
+ARROW_STREAM = "application/vnd.apache.arrow.stream"
+AS_OF_HEADER = "Consent-As-Of"
+MAX_BATCH = 10_000  # the service's limit for POST /v1/lookup
+RETRIED_STATUSES = frozenset({429, 502, 503, 504})
+
+
+class ConsentClientError(Exception):
+    """Base of everything the client raises."""
+
+
+class ConsentRefused(ConsentClientError):
+    """The service answered with an error that retrying will not change (a 4xx).
+
+    `problem` is the service's problem+json body.
+    """
+
+    def __init__(self, status: int, problem: dict[str, Any]) -> None:
+        detail = problem.get("detail") or problem.get("title") or "request refused"
+        super().__init__(f"{status}: {detail}")
+        self.status = status
+        self.problem = problem
+
+
+class ConsentUnavailable(ConsentClientError):
+    """The service could not answer after every retry (outage, 429/503, cut connection).
+
+    Nothing of the failed request may be treated as allowed.
+    """
+
+
+class _Retryable(Exception):
+    """One attempt failed in a way another attempt may not (kept for the final message)."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard to try: attempts in all, and exponential backoff with full jitter between them.
+
+    A server's Retry-After is honoured when it asks for longer than the backoff.
+    """
+
+    attempts: int = 6
+    initial: float = 0.2
+    maximum: float = 10.0
+
+    def wait(self, state: RetryCallState) -> float:
+        """Seconds before the next attempt."""
+        ceiling = min(self.maximum, self.initial * 2 ** (state.attempt_number - 1))
+        delay = random.uniform(0, ceiling)
+        error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, _Retryable) and error.retry_after is not None:
+            delay = max(delay, min(error.retry_after, self.maximum))
+        return delay
+
+
+@dataclass(frozen=True)
+class LookupResult:
+    """Every distinct ID asked, in allowed or denied, as of one seq."""
+
+    purpose: str
+    as_of: int
+    allowed: list[str]
+    denied: list[str]
+
+
+@dataclass
+class FilterStream:
+    """The allowed IDs of a filter, in input order, as they arrive; `as_of` once known."""
+
+    as_of: int | None
+    _ids: Iterator[str] = field(repr=False)
+
+    def __iter__(self) -> Iterator[str]:
+        return self._ids
+
+
+@dataclass(frozen=True)
+class SnapshotResult:
+    """Where a snapshot was written, as of which seq, and its size."""
+
+    path: Path
+    as_of: int
+    bytes: int
+
+
+class ConsentClient:
+    """A client of one Consent Ledger service, authenticated with one API key."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        timeout: float = 60.0,
+        retry: RetryPolicy | None = None,
+        filter_chunk: int = 1_000_000,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        """`filter_chunk` IDs go in each filter request: a failed chunk is retried alone."""
+        self.base_url = base_url.rstrip("/")
+        self.retry = retry or RetryPolicy()
+        self.filter_chunk = filter_chunk
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            headers={"Authorization": f"Bearer {api_key}", "User-Agent": "consent-client"},
+            timeout=timeout,
+            transport=transport,
+        )
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    def __enter__(self) -> ConsentClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _attempts(self, what: str, attempt: Callable[[], T]) -> T:
+        """Run `attempt` until it succeeds or the policy gives up (then ConsentUnavailable)."""
+        retrying = Retrying(
+            stop=stop_after_attempt(self.retry.attempts),
+            wait=self.retry.wait,
+            retry=retry_if_exception(lambda e: isinstance(e, _Retryable)),
+            reraise=True,
+        )
+        try:
+            return retrying(attempt)
+        except _Retryable as exc:
+            raise ConsentUnavailable(
+                f"{what} failed after {self.retry.attempts} attempts: {exc}"
+            ) from exc
+
+    @staticmethod
+    def _check(response: httpx.Response) -> None:
+        """Raise for anything but a 2xx: retryable statuses as _Retryable, the rest refused."""
+        if response.status_code < 300:
+            return
+        response.read()
+        if response.status_code in RETRIED_STATUSES:
+            after = response.headers.get("Retry-After", "")
+            raise _Retryable(
+                f"HTTP {response.status_code}", float(after) if after.isdigit() else None
+            )
+        try:
+            problem = response.json()
+        except ValueError:
+            problem = {"detail": response.text[:200]}
+        raise ConsentRefused(response.status_code, problem if isinstance(problem, dict) else {})
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        """One JSON request, retried; the decoded object."""
+
+        def attempt() -> dict[str, Any]:
+            try:
+                response = self._http.request(method, path, **kwargs)
+            except httpx.TransportError as exc:
+                raise _Retryable(f"{type(exc).__name__}: {exc}") from exc
+            self._check(response)
+            body = response.json()
+            if not isinstance(body, dict):
+                raise _Retryable("the answer was not a JSON object")
+            return body
+
+        return self._attempts(f"{method} {path}", attempt)
+
+    @staticmethod
+    def _as_of_params(as_of: int | str | None) -> dict[str, str]:
+        return {} if as_of is None else {"as_of": str(as_of)}
+
+    # ------------------------------------------------------------------ reads
+
+    def head(self) -> int:
+        """The ledger's head seq now."""
+        return int(self._json("GET", "/v1/changes", params={"limit": 1})["head"])
+
+    def lookup(
+        self, purpose: str, ids: Iterable[str | int], as_of: int | str | None = None
+    ) -> LookupResult:
+        """Decide any number of IDs, 10,000 a request, all as of one seq.
+
+        Without `as_of`, the first batch's answer fixes it for the rest.
+        """
+        allowed: list[str] = []
+        denied: list[str] = []
+        pinned = as_of
+        for batch in _batches(list(dict.fromkeys(str(i) for i in ids)), MAX_BATCH):
+            body: dict[str, Any] = {"user_ids": batch}
+            if pinned is not None:
+                body["as_of"] = pinned
+            doc = self._json("POST", f"/v1/lookup/{purpose}", json=body)
+            pinned = doc["as_of"]
+            allowed += doc["allowed"]
+            denied += doc["denied"]
+        if pinned is None:  # no IDs at all: still say as of when
+            pinned = self.head()
+        return LookupResult(purpose, int(pinned), allowed, denied)
+
+    def filter(
+        self, purpose: str, ids: Iterable[str | int], as_of: int | str | None = None
+    ) -> FilterStream:
+        """Stream any number of IDs through /v1/filter; iterate for the allowed ones in order.
+
+        IDs go `filter_chunk` at a time; each chunk is one request, retried alone, all pinned to
+        the first chunk's `as_of` (or the one given). A chunk's answer is read whole before
+        any of it is yielded, so a cut answer never yields part of a chunk.
+        """
+        stream = FilterStream(None if as_of is None else int(as_of), iter(()))
+
+        def allowed_ids() -> Iterator[str]:
+            for chunk in _batches_of(ids, self.filter_chunk):
+                body = "".join(f"{i}\n" for i in chunk).encode()
+                kept, seq = self._filter_chunk(purpose, body, stream.as_of)
+                stream.as_of = seq
+                yield from kept
+
+        stream._ids = allowed_ids()
+        return stream
+
+    def _filter_chunk(self, purpose: str, body: bytes, as_of: int | None) -> tuple[list[str], int]:
+        def attempt() -> tuple[list[str], int]:
+            text, seq = self._stream_in(
+                f"/v1/filter/{purpose}", body, "text/plain", as_of, _read_all
+            )
+            return text.decode().splitlines(), seq
+
+        return self._attempts(f"filter of {purpose}", attempt)
+
+    def filter_arrow(
+        self, purpose: str, ids: pa.Array | pa.ChunkedArray, as_of: int | str | None = None
+    ) -> tuple[pa.BooleanArray, int]:
+        """A boolean mask aligned with `ids` (int64 or string) and the seq it is as of.
+
+        Sent over the Arrow IPC path in chunks of `filter_chunk`, each retried alone.
+        """
+        column = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
+        pinned = None if as_of is None else int(as_of)
+        masks: list[pa.Array] = []
+        for start in range(0, len(column), self.filter_chunk):
+            part = column.slice(start, self.filter_chunk)
+            mask, pinned = self._filter_arrow_chunk(purpose, part, pinned)
+            masks.append(mask)
+        if pinned is None:
+            pinned = self.head()
+        combined = pa.concat_arrays(masks) if masks else pa.array([], pa.bool_())
+        return combined, pinned
+
+    def _filter_arrow_chunk(
+        self, purpose: str, column: pa.Array, as_of: int | None
+    ) -> tuple[pa.Array, int]:
+        sink = pa.BufferOutputStream()
+        schema = pa.schema([pa.field("user_id", column.type)])
+        with pa.ipc.new_stream(sink, schema) as writer:
+            writer.write_batch(pa.record_batch([column], schema=schema))
+        body = sink.getvalue().to_pybytes()
+
+        def attempt() -> tuple[pa.Array, int]:
+            data, seq = self._stream_in(
+                f"/v1/filter/{purpose}", body, ARROW_STREAM, as_of, _read_all
+            )
+            try:
+                table = pa.ipc.open_stream(io.BytesIO(data)).read_all()
+            except (pa.ArrowInvalid, OSError) as exc:  # no end marker: a cut stream
+                raise _Retryable(f"incomplete Arrow answer: {exc}") from exc
+            mask = table.column("allowed").combine_chunks()
+            if len(mask) != len(column):
+                raise _Retryable(f"Arrow answer has {len(mask)} rows for {len(column)} IDs")
+            return mask, seq
+
+        return self._attempts(f"Arrow filter of {purpose}", attempt)
+
+    def _stream_in(
+        self,
+        path: str,
+        body: bytes,
+        content_type: str,
+        as_of: int | None,
+        read: Callable[[httpx.Response], bytes],
+    ) -> tuple[bytes, int]:
+        """POST a body, read the streamed answer whole; (bytes, Consent-As-Of)."""
+        try:
+            with self._http.stream(
+                "POST",
+                path,
+                content=body,
+                params=self._as_of_params(as_of),
+                headers={"Content-Type": content_type},
+            ) as response:
+                self._check(response)
+                data = read(response)
+                seq = int(response.headers[AS_OF_HEADER])
+        except httpx.TransportError as exc:  # includes a chunked body cut short
+            raise _Retryable(f"{type(exc).__name__}: {exc}") from exc
+        return data, seq
+
+    def snapshot(
+        self,
+        purpose: str,
+        path: str | os.PathLike[str],
+        set: str = "allowed",  # noqa: A002  (the service's own parameter name)
+        *,
+        format: str | None = None,  # noqa: A002
+        as_of: int | str | None = None,
+    ) -> SnapshotResult:
+        """Download every known subject in `set` to `path` (format from its extension, else
+        csv), as of one seq; written to a temporary file and renamed only when complete."""
+        target = Path(path)
+        fmt = format or _format_of(target)
+        pinned = None if as_of is None else int(as_of)
+
+        def attempt() -> SnapshotResult:
+            nonlocal pinned
+            params = {"set": set, "format": fmt, **self._as_of_params(pinned)}
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent or ".")
+            tmp = Path(tmp_name)
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    with self._http.stream(
+                        "GET", f"/v1/snapshots/{purpose}", params=params
+                    ) as response:
+                        self._check(response)
+                        pinned = int(response.headers[AS_OF_HEADER])
+                        for block in response.iter_bytes(1 << 20):
+                            out.write(block)
+                if fmt == "parquet":
+                    pq.read_metadata(tmp)  # a file without its footer raises here
+                size = tmp.stat().st_size
+                os.replace(tmp, target)
+                return SnapshotResult(target, pinned, size)
+            except httpx.TransportError as exc:
+                raise _Retryable(f"{type(exc).__name__}: {exc}") from exc
+            except (pa.ArrowInvalid, OSError) as exc:
+                raise _Retryable(f"incomplete snapshot: {exc}") from exc
+            finally:
+                tmp.unlink(missing_ok=True)
+
+        return self._attempts(f"snapshot of {purpose}", attempt)
+
+    def changes(
+        self, after: int = 0, *, purpose: str | None = None, limit: int = 1000
+    ) -> Iterator[dict[str, Any]]:
+        """Every event after the seq `after`, oldest first, following the cursor to the head.
+
+        Each event carries its `seq`: store the last one handled and pass it as `after` to
+        resume exactly there.
+        """
+        cursor = after
+        while True:
+            params: dict[str, Any] = {"after": cursor, "limit": limit}
+            if purpose is not None:
+                params["purpose"] = purpose
+            page = self._json("GET", "/v1/changes", params=params)
+            yield from page["events"]
+            cursor = int(page["next_after"])
+            if not page["has_more"]:
+                return
+
+
+def _read_all(response: httpx.Response) -> bytes:
+    return response.read()
+
+
+def _batches(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _batches_of(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    batch: list[T] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _format_of(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        return "parquet"
+    if suffix in (".ndjson", ".jsonl"):
+        return "ndjson"
+    return "csv"

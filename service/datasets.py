@@ -1,0 +1,304 @@
+"""Filter dataset files (CSV, JSON Lines, Parquet) by their user-ID column through the service,
+streaming in batches with bounded memory, and write a manifest that proves what was done."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
+
+from service.client import ConsentClient
+
+FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
+BATCH_ROWS = 1_000_000
+HASH_BLOCK = 1 << 22
+
+
+class DatasetError(Exception):
+    """The input cannot be filtered as asked (unreadable, unknown format, no such column)."""
+
+
+@dataclass(frozen=True)
+class FilterSummary:
+    """What a filter run did: counts, the seq its answers are as of, time, and the manifest."""
+
+    rows_in: int
+    kept: int
+    dropped: int
+    as_of: int
+    seconds: float
+    manifest: Path
+
+    def line(self) -> str:
+        """The one-line summary printed at the end."""
+        return (
+            f"rows in {self.rows_in:,}, kept {self.kept:,}, dropped {self.dropped:,}, "
+            f"as_of {self.as_of}, {self.seconds:.1f} s"
+        )
+
+
+class Progress(Protocol):
+    """What the filter reports progress to (a tqdm bar, or nothing)."""
+
+    def update(self, n: int) -> Any:
+        """Count n more rows as done."""
+
+
+def format_of(path: Path) -> str:
+    """csv, jsonl or parquet, by the file's extension."""
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise DatasetError(f"{path.name}: unknown format; use one of {', '.join(sorted(FORMATS))}")
+    return fmt
+
+
+def sha256_of(path: Path) -> str:
+    """The SHA-256 of a file, read in blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(HASH_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def count_rows(path: Path) -> int | None:
+    """Rows in the file when that is cheap to know (Parquet metadata), else None."""
+    if format_of(path) == "parquet":
+        return int(pq.ParquetFile(path).metadata.num_rows)
+    return None
+
+
+# ------------------------------------------------------------------ readers and writers
+
+
+class _Table:
+    """Reads a file batch by batch and writes the kept rows of each batch to another."""
+
+    def __init__(self, src: Path, dst: Path, column: str, batch_rows: int) -> None:
+        self.src, self.column, self.batch_rows = src, column, batch_rows
+
+    def batches(self) -> Iterator[tuple[Any, pa.Array]]:
+        """(batch, its ID column) pairs."""
+        raise NotImplementedError
+
+    def write(self, batch: Any, mask: pa.BooleanArray) -> int:
+        """Write the rows of batch where mask is true; return how many."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Finish the output file."""
+
+
+class _ParquetTable(_Table):
+    def __init__(self, src: Path, dst: Path, column: str, batch_rows: int) -> None:
+        super().__init__(src, dst, column, batch_rows)
+        try:
+            self.file = pq.ParquetFile(src)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise DatasetError(f"{src.name}: not a readable Parquet file ({exc})") from exc
+        schema = self.file.schema_arrow
+        if column not in schema.names:
+            raise DatasetError(
+                f"{src.name}: no column {column!r}; it has {', '.join(schema.names)}"
+            )
+        self.writer = pq.ParquetWriter(dst, schema)
+
+    def batches(self) -> Iterator[tuple[Any, pa.Array]]:
+        for batch in self.file.iter_batches(batch_size=self.batch_rows):
+            yield batch, batch.column(self.column)
+
+    def write(self, batch: Any, mask: pa.BooleanArray) -> int:
+        kept = batch.filter(mask)
+        self.writer.write_batch(kept)
+        return int(kept.num_rows)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class _CsvTable(_Table):
+    """Every column read as text, so values are written back as they were read."""
+
+    def __init__(self, src: Path, dst: Path, column: str, batch_rows: int) -> None:
+        super().__init__(src, dst, column, batch_rows)
+        try:
+            names = pcsv.open_csv(src).schema.names
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise DatasetError(f"{src.name}: not a readable CSV file ({exc})") from exc
+        if column not in names:
+            raise DatasetError(f"{src.name}: no column {column!r}; it has {', '.join(names)}")
+        self.convert = pcsv.ConvertOptions(
+            column_types={n: pa.string() for n in names},
+            strings_can_be_null=False,
+            quoted_strings_can_be_null=False,
+        )
+        self.schema = pa.schema([(n, pa.string()) for n in names])
+        self.writer = pcsv.CSVWriter(str(dst), self.schema)
+
+    def batches(self) -> Iterator[tuple[Any, pa.Array]]:
+        reader = pcsv.open_csv(
+            self.src,
+            read_options=pcsv.ReadOptions(block_size=64 << 20),
+            convert_options=self.convert,
+        )
+        for batch in reader:
+            yield batch, batch.column(self.column)
+
+    def write(self, batch: Any, mask: pa.BooleanArray) -> int:
+        kept = batch.filter(mask)
+        self.writer.write_batch(kept)
+        return int(kept.num_rows)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class _JsonLinesTable(_Table):
+    """Line by line: a kept row is written as the very line that was read."""
+
+    def __init__(self, src: Path, dst: Path, column: str, batch_rows: int) -> None:
+        super().__init__(src, dst, column, batch_rows)
+        try:
+            self.input = open(src, "rb")  # noqa: SIM115  (closed in close())
+        except OSError as exc:
+            raise DatasetError(f"{src.name}: cannot be read ({exc})") from exc
+        self.output = open(dst, "wb")  # noqa: SIM115
+        self.line_number = 0
+
+    def batches(self) -> Iterator[tuple[Any, pa.Array]]:
+        lines: list[bytes] = []
+        for line in self.input:
+            if line.strip():
+                lines.append(line if line.endswith(b"\n") else line + b"\n")
+            if len(lines) == self.batch_rows:
+                yield lines, self._ids(lines)
+                lines = []
+        if lines:
+            yield lines, self._ids(lines)
+
+    def _ids(self, lines: list[bytes]) -> pa.Array:
+        ids: list[str | None] = []
+        for line in lines:
+            self.line_number += 1
+            try:
+                row = json.loads(line)
+            except ValueError as exc:
+                raise DatasetError(
+                    f"{self.src.name}: line {self.line_number} is not JSON ({exc})"
+                ) from exc
+            if not isinstance(row, dict) or self.column not in row:
+                raise DatasetError(
+                    f"{self.src.name}: line {self.line_number} has no field {self.column!r}"
+                )
+            value = row[self.column]
+            # Only strings and non-negative integers can be IDs; anything else is dropped.
+            ok = isinstance(value, str) or (type(value) is int and value >= 0)
+            ids.append(str(value) if ok else None)
+        return pa.array(ids, pa.string())
+
+    def write(self, batch: Any, mask: pa.BooleanArray) -> int:
+        kept = [line for line, keep in zip(batch, mask.to_pylist(), strict=True) if keep]
+        self.output.writelines(kept)
+        return len(kept)
+
+    def close(self) -> None:
+        self.input.close()
+        self.output.close()
+
+
+TABLES: dict[str, type[_Table]] = {
+    "parquet": _ParquetTable,
+    "csv": _CsvTable,
+    "jsonl": _JsonLinesTable,
+}
+
+
+def id_column(column: pa.Array) -> pa.Array:
+    """IDs as the Arrow filter takes them: int64 for integer columns, else strings.
+
+    Nulls and values that are no ID (negative numbers, text that is no user ID) are sent as
+    they are and come back not allowed.
+    """
+    if pa.types.is_integer(column.type):
+        return pc.cast(column, pa.int64())
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        return column
+    return pc.cast(column, pa.string())
+
+
+# ------------------------------------------------------------------ the whole run
+
+
+def filter_file(
+    client: ConsentClient,
+    *,
+    purpose: str,
+    column: str,
+    src: Path,
+    dst: Path,
+    as_of: int | None = None,
+    progress: Progress | None = None,
+    batch_rows: int = BATCH_ROWS,
+) -> FilterSummary:
+    """Keep the rows of `src` whose `column` the service allows for `purpose`, into `dst`.
+
+    Every batch is answered as of one seq (the first answer's, or `as_of`). Output goes to a
+    temporary file renamed into place only when everything succeeded, so a failure leaves no
+    output; the manifest is written last, beside it.
+    """
+    started, began = datetime.now(UTC), time.monotonic()
+    if not src.is_file():
+        raise DatasetError(f"{src}: no such file")
+    fmt = format_of(src)
+    if format_of(dst) != fmt:
+        raise DatasetError(f"{dst.name}: write the same format as the input ({fmt})")
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dst.name}.", dir=dst.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    rows_in = kept = 0
+    pinned = as_of
+    try:
+        table = TABLES[fmt](src, tmp, column, batch_rows)
+        try:
+            for batch, ids in table.batches():
+                mask, pinned = client.filter_arrow(purpose, id_column(ids), pinned)
+                kept += table.write(batch, mask)
+                rows_in += len(ids)
+                if progress is not None:
+                    progress.update(len(ids))
+        finally:
+            table.close()
+        if pinned is None:  # an empty input: still say as of when
+            pinned = client.head()
+        os.replace(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)
+    seconds = time.monotonic() - began
+    manifest = Path(f"{dst}.manifest.json")
+    document = {
+        "purpose": purpose,
+        "as_of": pinned,
+        "service_url": client.base_url,
+        "column": column,
+        "input": {"path": str(src), "sha256": sha256_of(src), "rows": rows_in},
+        "output": {"path": str(dst), "sha256": sha256_of(dst), "rows": kept},
+        "kept": kept,
+        "dropped": rows_in - kept,
+        "started_at": started.isoformat(),
+        "finished_at": datetime.now(UTC).isoformat(),
+        "seconds": round(seconds, 3),
+    }
+    manifest.write_text(json.dumps(document, indent=2) + "\n")
+    return FilterSummary(rows_in, kept, rows_in - kept, int(pinned), seconds, manifest)
