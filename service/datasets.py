@@ -75,9 +75,12 @@ def sha256_of(path: Path) -> str:
 
 def count_rows(path: Path) -> int | None:
     """Rows in the file when that is cheap to know (Parquet metadata), else None."""
-    if format_of(path) == "parquet":
-        return int(pq.ParquetFile(path).metadata.num_rows)
-    return None
+    if format_of(path) != "parquet":
+        return None
+    try:
+        return int(pq.read_metadata(path).num_rows)
+    except (pa.ArrowInvalid, OSError):
+        return None  # filter_file says what is wrong with it
 
 
 # ------------------------------------------------------------------ readers and writers

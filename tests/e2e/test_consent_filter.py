@@ -1,0 +1,161 @@
+"""`consent filter` and `consent snapshot` as a pipeline author runs them, against a real server:
+each file format, the manifest, exit codes, nothing written on failure, and the DuckDB recipe."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
+import pytest
+
+from tests.e2e.conftest import ALLOWED, DE, PURPOSE, US
+from tests.http_faults import Fault, FaultProxy
+from tests.live import LiveServer
+
+CONSENT = Path(sys.executable).parent / "consent"
+ROWS = US + DE + ["alice", "bob", "never-seen"]
+
+
+def consent(
+    live: LiveServer | str, *args: str, key: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the consent command as a user would, with the key in CONSENT_API_KEY."""
+    url = live if isinstance(live, str) else live.base_url
+    token = (
+        key if key is not None else (live.tokens["pipeline"] if not isinstance(live, str) else "")
+    )
+    env = {**os.environ, "CONSENT_URL": url, "CONSENT_API_KEY": token}
+    return subprocess.run(
+        [str(CONSENT), *args], env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def dataset(directory: Path, fmt: str) -> Path:
+    """A small dataset with a user-ID column and a payload column."""
+    rows = {"user_id": ROWS, "text": [f"post by {u}" for u in ROWS]}
+    if fmt == "parquet":
+        path = directory / "posts.parquet"
+        pq.write_table(pa.table(rows), path)
+    elif fmt == "csv":
+        path = directory / "posts.csv"
+        pcsv.write_csv(pa.table(rows), path)
+    else:
+        path = directory / "posts.jsonl"
+        path.write_text(
+            "".join(
+                json.dumps({"user_id": u, "text": t}) + "\n"
+                for u, t in zip(*rows.values(), strict=True)
+            )
+        )
+    return path
+
+
+def kept_ids(path: Path) -> list[str]:
+    if path.suffix == ".parquet":
+        return [str(u) for u in pq.read_table(path).column("user_id").to_pylist()]
+    if path.suffix == ".csv":
+        return (
+            pcsv.read_csv(
+                path, convert_options=pcsv.ConvertOptions(column_types={"user_id": pa.string()})
+            )
+            .column("user_id")
+            .to_pylist()
+        )
+    return [json.loads(line)["user_id"] for line in path.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv", "jsonl"])
+def test_consent_filter_keeps_exactly_the_allowed_rows_and_writes_a_manifest(
+    server: LiveServer, tmp_path: Path, fmt: str
+) -> None:
+    src = dataset(tmp_path, fmt)
+    dst = tmp_path / f"kept{src.suffix}"
+    done = consent(
+        server, "filter", "--purpose", PURPOSE, "--column", "user_id", str(src), str(dst)
+    )
+    assert done.returncode == 0, done.stderr
+    assert kept_ids(dst) == [u for u in ROWS if u in set(ALLOWED)]
+    manifest = json.loads(Path(f"{dst}.manifest.json").read_text())
+    assert manifest["purpose"] == PURPOSE and manifest["service_url"] == server.base_url
+    assert manifest["input"]["sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
+    assert manifest["output"]["sha256"] == hashlib.sha256(dst.read_bytes()).hexdigest()
+    assert (manifest["input"]["rows"], manifest["kept"]) == (len(ROWS), len(ALLOWED))
+    assert manifest["dropped"] == len(ROWS) - len(ALLOWED)
+    assert f"as_of {manifest['as_of']}" in done.stderr and "kept" in done.stderr
+
+
+def test_the_manifest_as_of_reproduces_the_answer_later(server: LiveServer, tmp_path: Path) -> None:
+    src = dataset(tmp_path, "parquet")
+    first, again = tmp_path / "a.parquet", tmp_path / "b.parquet"
+    assert consent(server, "filter", "--purpose", PURPOSE, "--column", "user_id",
+                   str(src), str(first)).returncode == 0  # fmt: skip
+    as_of = json.loads(Path(f"{first}.manifest.json").read_text())["as_of"]
+    done = consent(server, "filter", "--purpose", PURPOSE, "--column", "user_id",
+                   "--as-of", str(as_of), str(src), str(again))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert again.read_bytes() == first.read_bytes()
+
+
+def test_a_missing_column_or_an_unreadable_file_is_exit_3_and_writes_nothing(
+    server: LiveServer, tmp_path: Path
+) -> None:
+    src = dataset(tmp_path, "parquet")
+    missing = consent(server, "filter", "--purpose", PURPOSE, "--column", "uid",
+                      str(src), str(tmp_path / "out.parquet"))  # fmt: skip
+    assert missing.returncode == 3 and "no column 'uid'" in missing.stderr
+    garbage = tmp_path / "broken.parquet"
+    garbage.write_bytes(b"not parquet at all")
+    unreadable = consent(server, "filter", "--purpose", PURPOSE, "--column", "user_id",
+                         str(garbage), str(tmp_path / "out2.parquet"))  # fmt: skip
+    assert unreadable.returncode == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.parquet", "posts.parquet"]
+
+
+def test_a_refusing_or_unreachable_service_is_exit_4_or_5_and_writes_nothing(
+    server: LiveServer, proxy: FaultProxy, tmp_path: Path
+) -> None:
+    src = dataset(tmp_path, "csv")
+    out = tmp_path / "out.csv"
+    refused = consent(server, "filter", "--purpose", PURPOSE, "--column", "user_id",
+                      str(src), str(out), key="wrong-key")  # fmt: skip
+    assert refused.returncode == 4 and "401" in refused.stderr
+    proxy.reset()
+    proxy.always = Fault(status=503)
+    down = consent(proxy.url, "filter", "--purpose", PURPOSE, "--column", "user_id",
+                   str(src), str(out), key=server.tokens["pipeline"])  # fmt: skip
+    proxy.reset()
+    assert down.returncode == 5 and "nothing was written" in down.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["posts.csv"]
+
+
+def test_the_readme_duckdb_recipe_drops_the_same_rows_as_consent_filter(
+    server: LiveServer, tmp_path: Path
+) -> None:
+    src = dataset(tmp_path, "parquet")
+    denied, allowed = tmp_path / "denied.parquet", tmp_path / "allowed.parquet"
+    for which, path in (("denied", denied), ("allowed", allowed)):
+        done = consent(server, "snapshot", "--purpose", PURPOSE, "--set", which, str(path))
+        assert done.returncode == 0, done.stderr
+    # The anti-join alone keeps IDs the ledger has never seen: they are in neither snapshot.
+    anti = duckdb.sql(
+        f"SELECT posts.user_id FROM read_parquet('{src}') AS posts "
+        f"ANTI JOIN read_parquet('{denied}') AS denied ON posts.user_id = denied.user_id"
+    ).fetchall()
+    assert sorted(u for (u,) in anti) == sorted([*ALLOWED, "never-seen"])
+    # The README's recipe: the anti-join, and only IDs the ledger positively allows.
+    kept = duckdb.sql(
+        f"""
+        SELECT posts.* FROM read_parquet('{src}') AS posts
+        ANTI JOIN read_parquet('{denied}') AS denied ON posts.user_id = denied.user_id
+        SEMI JOIN read_parquet('{allowed}') AS allowed ON posts.user_id = allowed.user_id
+        """
+    ).fetchall()
+    assert sorted(u for u, _ in kept) == sorted(ALLOWED)
