@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
-from bench import workloads
+from bench import cli_filter, workloads
 from bench.databases import KINDS, LABELS, fresh_database
 from bench.interference import InterferenceWatch
 from bench.population import Population
@@ -54,6 +54,7 @@ WORKLOADS: list[tuple[str, Workload]] = [
     ("hand-written SQL batches", workloads.sql_baseline),
     ("batch lookup vs one lookup per ID", workloads.batch_lookup),
     ("snapshot, Parquet", workloads.snapshot_parquet),
+    ("consent filter, Parquet file", cli_filter.consent_filter),
     # Last: it writes to the ledger (and writes each answer back as it was).
     ("freshness and as_of", workloads.freshness),
 ]
