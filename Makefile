@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 WORKERS ?= 2
 
-.PHONY: run test lint typecheck pytest openapi migrate clean bench bench-quick
+.PHONY: run test lint typecheck pytest openapi migrate clean bench bench-quick fuzz soak
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "needs $(PYTHON)"; exit 1; }
@@ -39,6 +39,13 @@ pytest: $(STAMP)
 	$(BIN)/pytest
 
 test: lint typecheck pytest
+
+# Longer runs of the bounded fuzzing and load tests that `make test` includes.
+fuzz: $(STAMP)
+	CONSENT_FUZZ_EXAMPLES=$${CONSENT_FUZZ_EXAMPLES:-300} $(BIN)/pytest -q tests/fuzz
+
+soak: $(STAMP)
+	CONSENT_SOAK_SECONDS=$${CONSENT_SOAK_SECONDS:-120} $(BIN)/pytest -q -s tests/load
 
 openapi: $(STAMP)
 	$(BIN)/flask --app service openapi write --format yaml openapi.yaml

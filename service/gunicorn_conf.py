@@ -26,6 +26,9 @@ workers = int(os.environ.get("CONSENT_WORKERS", "2"))
 worker_class = "service.workers.DeadlineThreadWorker"
 threads = int(os.environ.get("CONSENT_THREADS", "4"))
 keepalive = 5
+# gunicorn's largest request line (default 4094): a lift's reason (up to 2,000 characters) is a
+# query parameter, and percent-encoded it needs more than the default allows.
+limit_request_line = 8190
 # Streams of millions of IDs take minutes; the timeout is for stuck workers, not slow clients.
 timeout = int(os.environ.get("CONSENT_WORKER_TIMEOUT", "300"))
 graceful_timeout = 30

@@ -74,7 +74,9 @@ def batch_ids(raw: Sequence[object]) -> list[str]:
 def batch_lookup(purpose: str, raw_ids: Sequence[object], as_of: str | None) -> dict[str, Any]:
     """Split a batch into allowed and denied; each distinct input ID lands in exactly one list."""
     ids = list(dict.fromkeys(batch_ids(raw_ids)))
-    seq = decisions.pin(as_of, purpose)
+    # pinned() also checks the purpose existed then: an empty batch must not answer 200 for a
+    # purpose that does not exist (found by the contract fuzzer).
+    seq = decisions.pinned(purpose, as_of)
     mask = counted(purpose, decisions.codes(purpose, seq, pa.array(ids, pa.string())))
     return {
         "purpose": purpose,

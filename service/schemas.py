@@ -286,6 +286,12 @@ AS_OF_DOC = {
     "example": "42",
     "type": "string",
 }
+# In a JSON body a seq may also be a number.
+AS_OF_BODY_DOC = {
+    "description": AS_OF_DOC["description"],
+    "example": 42,
+    "oneOf": [{"type": "integer", "minimum": 0}, {"type": "string", "maxLength": 64}],
+}
 
 
 class AsOfArgsSchema(ma.Schema):
@@ -305,7 +311,7 @@ class BatchLookupArgsSchema(StrictSchema):
         required=True,
         metadata={"description": "At most 10,000 IDs (strings; numeric IDs may be integers)"},
     )
-    as_of = AsOfField(load_default=None, metadata=AS_OF_DOC)
+    as_of = AsOfField(load_default=None, metadata=AS_OF_BODY_DOC)
 
 
 class BatchLookupSchema(ma.Schema):

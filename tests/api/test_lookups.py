@@ -510,3 +510,12 @@ def test_a_batch_with_a_bad_as_of_is_a_422(api: Any, as_of: Any) -> None:
     api.purpose()
     body = assert_problem(batch(api, ["u1"], as_of=as_of), 422)
     assert "as_of" in body["errors"]
+
+
+def test_an_empty_batch_for_a_purpose_that_does_not_exist_is_404(api: Any) -> None:
+    # Found by the contract fuzzer: with no IDs to decide, the purpose went unchecked (200).
+    api.purpose()
+    resp = api.call("POST", "/v1/lookup/no_such_purpose", role="pipeline", json={"user_ids": []})
+    assert_problem(resp, 404)
+    ok = api.call("POST", "/v1/lookup/model_training", role="pipeline", json={"user_ids": []})
+    assert ok.status_code == 200 and ok.get_json()["allowed"] == []
