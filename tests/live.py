@@ -90,17 +90,28 @@ def own_database(directory: Path) -> Iterator[str]:
 
 
 @contextmanager
-def live_server(directory: Path, **environ: str) -> Iterator[LiveServer]:
+def live_server(
+    directory: Path, *, database_port: int | None = None, **environ: str
+) -> Iterator[LiveServer]:
     """Start gunicorn on its own fresh database with one key per role; stop and clean up after.
 
     `environ` adds CONSENT_* settings for the server (e.g. CONSENT_INDEX_POLL_SECONDS="0.05").
+    `database_port` makes the server reach PostgreSQL through that local port (a TCP proxy the
+    test controls); the test itself still reaches the database directly.
     """
     with own_database(directory) as url:
+        served = url
+        if database_port is not None:
+            served = (
+                make_url(url)
+                .set(host="127.0.0.1", port=database_port)
+                .render_as_string(hide_password=False)
+            )
         live_tokens: dict[str, str] = {}
         saved = {k: os.environ.get(k) for k in environ}
         os.environ.update(environ)
         try:
-            with gunicorn(directory, "live", database_url=url) as server:
+            with gunicorn(directory, "live", database_url=served) as server:
                 live = LiveServer(server, url, live_tokens)
                 for role in ROLES:
                     live.tokens[role] = live.make_key(role, f"live-{role}")
