@@ -53,6 +53,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     register_blueprints()
 
+    from service import console
+
+    console.init_app(app)
+
     interval = float(app.config["CONSENT_EXPIRY_SWEEP_SECONDS"])
     if interval > 0 and not app.testing:
         from service import sweeper

@@ -51,6 +51,13 @@ def from_environ() -> dict[str, Any]:
         # Set by gunicorn_conf for its workers: /metrics then adds up every worker's files.
         "CONSENT_METRICS_MULTIPROCESS": bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR")),
         "MAX_CONTENT_LENGTH": int(os.environ.get("CONSENT_MAX_BODY_BYTES", str(1024 * 1024))),
+        # Signs the console's session cookie; unset, a random key is made once and kept in the
+        # instance folder so every gunicorn worker signs with the same one.
+        "CONSENT_SECRET_KEY": os.environ.get("CONSENT_SECRET_KEY") or None,
+        # A console sign-in lasts this long however active it is (an absolute limit).
+        "CONSENT_CONSOLE_SESSION_HOURS": float(
+            os.environ.get("CONSENT_CONSOLE_SESSION_HOURS", "8")
+        ),
         "API_TITLE": "Consent Ledger",
         "API_VERSION": "1.0.0",
         "OPENAPI_VERSION": "3.0.3",
