@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 WORKERS ?= 2
 
-.PHONY: run test lint typecheck pytest openapi migrate clean bench bench-quick fuzz soak
+.PHONY: run test lint typecheck pytest openapi migrate clean bench bench-quick fuzz soak screenshots
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "needs $(PYTHON)"; exit 1; }
@@ -60,3 +60,7 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(BIN)/python -m bench.run --quick
+
+# Re-takes docs/console/*.png (shown in the README) from a run of the console's browser tests.
+screenshots: $(STAMP)
+	CONSENT_SCREENSHOTS=docs/console $(BIN)/pytest -q tests/browser

@@ -85,10 +85,11 @@ def test_support_finds_a_user_overrides_and_lifts_and_the_api_history_shows_it(
     page.get_by_role("button", name="Place override").click()
     assert basis.inner_text().startswith("Granted — override by live-support, ticket SUP-123")
     assert "override_placed" in page.locator(".timeline li").first.inner_text()
+    screenshot(page, "05-override-placed")
 
     page.get_by_label("Reason for lifting").fill("Request withdrawn")
     page.get_by_role("button", name="Lift…").click()
-    screenshot(page, "05-confirm-lift")
+    screenshot(page, "06-confirm-lift")
     page.get_by_role("button", name="Lift override").click()
     assert basis.inner_text() == "Denied — default for EEA"
     assert "override_lifted" in page.locator(".timeline li").first.inner_text()
@@ -113,13 +114,13 @@ def test_an_admin_edits_defaults_after_seeing_how_many_subjects_change(
 ) -> None:
     sign_in(page, server, "admin")
     page.get_by_role("link", name="Purposes").click()
-    screenshot(page, "06-purposes")
+    screenshot(page, "07-purposes")
     page.get_by_role("link", name="Edit defaults of model_training").click()
     page.get_by_label("Defaults, one SELECTOR=state per line").fill("EEA=granted\n*=granted")
-    screenshot(page, "07-edit-purpose")
+    screenshot(page, "08-edit-purpose")
     page.get_by_role("button", name="Review change").click()
     assert "1 known subject would change" in page.get_by_role("status").inner_text()
-    screenshot(page, "08-confirm-purpose")
+    screenshot(page, "09-confirm-purpose")
     page.get_by_role("button", name="Save defaults").click()
     assert "Defaults of model_training saved." in page.get_by_role("status").inner_text()
     purpose = api(server, "GET", "/v1/purposes/model_training", "pipeline")
@@ -145,7 +146,7 @@ def test_a_form_with_a_forged_csrf_token_is_refused_and_changes_nothing(
     page.get_by_label("Ticket").fill("SUP-9")
     page.get_by_role("button", name="Review override…").click()
     assert page.get_by_role("heading", name="Form expired or forged").is_visible()
-    screenshot(page, "09-csrf-refused")
+    screenshot(page, "10-csrf-refused")
     assert api(server, "GET", "/v1/users/u2/events", "support")["events"] == before
 
 
