@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import httpx
@@ -9,6 +10,9 @@ import pytest
 
 from tests.browser.conftest import Screenshots
 from tests.live import LiveServer
+
+# expect() waits for the page to get there (a navigation after a click is not instant).
+expect = pytest.importorskip("playwright.sync_api", reason="needs playwright").expect
 
 USER = "u1"
 
@@ -59,9 +63,9 @@ def sign_in(
 
 def test_a_wrong_role_is_refused_with_a_clear_message(page: Any, server: LiveServer) -> None:
     sign_in(page, server, "pipeline")
-    assert "cannot use the console" in page.get_by_role("alert").inner_text()
+    expect(page.get_by_role("alert")).to_contain_text("cannot use the console")
     page.goto("/console/users")
-    assert page.url.endswith("/console/sign-in")
+    expect(page).to_have_url(re.compile(r"/console/sign-in$"))
 
 
 def test_support_finds_a_user_overrides_and_lifts_and_the_api_history_shows_it(
@@ -72,7 +76,7 @@ def test_support_finds_a_user_overrides_and_lifts_and_the_api_history_shows_it(
     screenshot(page, "02-find-user")
     page.get_by_role("button", name="Find").click()
     basis = page.locator('td[data-purpose="model_training"]')
-    assert basis.inner_text() == "Denied — default for EEA"
+    expect(basis).to_have_text("Denied — default for EEA")
 
     page.get_by_label("Purpose").select_option("model_training")
     page.get_by_label("granted").check()
@@ -80,19 +84,19 @@ def test_support_finds_a_user_overrides_and_lifts_and_the_api_history_shows_it(
     page.get_by_label("Ticket").fill("SUP-123")
     screenshot(page, "03-user")
     page.get_by_role("button", name="Review override…").click()
-    assert page.get_by_role("heading", name="Place this override?").is_visible()
+    expect(page.get_by_role("heading", name="Place this override?")).to_be_visible()
     screenshot(page, "04-confirm-override")
     page.get_by_role("button", name="Place override").click()
-    assert basis.inner_text().startswith("Granted — override by live-support, ticket SUP-123")
-    assert "override_placed" in page.locator(".timeline li").first.inner_text()
+    expect(basis).to_contain_text("Granted — override by live-support, ticket SUP-123")
+    expect(page.locator(".timeline li").first).to_contain_text("override_placed")
     screenshot(page, "05-override-placed")
 
     page.get_by_label("Reason for lifting").fill("Request withdrawn")
     page.get_by_role("button", name="Lift…").click()
     screenshot(page, "06-confirm-lift")
     page.get_by_role("button", name="Lift override").click()
-    assert basis.inner_text() == "Denied — default for EEA"
-    assert "override_lifted" in page.locator(".timeline li").first.inner_text()
+    expect(basis).to_have_text("Denied — default for EEA")
+    expect(page.locator(".timeline li").first).to_contain_text("override_lifted")
 
     events = api(server, "GET", f"/v1/users/{USER}/events", "support")["events"]
     placed, lifted = events[-2:]
@@ -119,10 +123,10 @@ def test_an_admin_edits_defaults_after_seeing_how_many_subjects_change(
     page.get_by_label("Defaults, one SELECTOR=state per line").fill("EEA=granted\n*=granted")
     screenshot(page, "08-edit-purpose")
     page.get_by_role("button", name="Review change").click()
-    assert "1 known subject would change" in page.get_by_role("status").inner_text()
+    expect(page.get_by_role("status")).to_contain_text("1 known subject would change")
     screenshot(page, "09-confirm-purpose")
     page.get_by_role("button", name="Save defaults").click()
-    assert "Defaults of model_training saved." in page.get_by_role("status").inner_text()
+    expect(page.get_by_role("status")).to_contain_text("Defaults of model_training saved.")
     purpose = api(server, "GET", "/v1/purposes/model_training", "pipeline")
     assert purpose["defaults"] == {"EEA": "granted", "*": "granted"}
     change = api(server, "GET", "/v1/changes?purpose=model_training", "pipeline")["events"][-1]
@@ -145,7 +149,7 @@ def test_a_form_with_a_forged_csrf_token_is_refused_and_changes_nothing(
     page.get_by_label("Reason", exact=True).fill("x")
     page.get_by_label("Ticket").fill("SUP-9")
     page.get_by_role("button", name="Review override…").click()
-    assert page.get_by_role("heading", name="Form expired or forged").is_visible()
+    expect(page.get_by_role("heading", name="Form expired or forged")).to_be_visible()
     screenshot(page, "10-csrf-refused")
     assert api(server, "GET", "/v1/users/u2/events", "support")["events"] == before
 
@@ -153,6 +157,6 @@ def test_a_form_with_a_forged_csrf_token_is_refused_and_changes_nothing(
 def test_signing_out_ends_the_session(page: Any, server: LiveServer) -> None:
     sign_in(page, server, "support")
     page.get_by_role("button", name="Sign out").click()
-    assert "You are signed out." in page.get_by_role("status").inner_text()
+    expect(page.get_by_role("status")).to_contain_text("You are signed out.")
     page.goto("/console/users/u1")
-    assert page.url.endswith("/console/sign-in")
+    expect(page).to_have_url(re.compile(r"/console/sign-in$"))
