@@ -10,8 +10,8 @@ from datetime import timedelta
 from pathlib import Path
 
 import sqlalchemy as sa
-from flask import Flask, current_app, g, request, session
-from flask.sessions import SecureCookieSessionInterface
+from flask import Flask, Request, Response, current_app, g, request, session
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface, SessionMixin
 
 from service.auth import hash_token
 from service.extensions import db
@@ -20,10 +20,26 @@ from service.models import ApiKey
 
 STAFF_ROLES = frozenset({"support", "admin"})
 SECRET_FILE = "console-secret-key"
+CONSOLE_PREFIX = "/console"
 
 
 class ConsoleSessionInterface(SecureCookieSessionInterface):
-    """Signed cookie sessions that are Secure whenever the request came over HTTPS."""
+    """Signed cookie sessions, for the console only, Secure whenever the request is HTTPS.
+
+    The API never uses a session: without this, every pipeline read would build a signing
+    serializer and look for a cookie it never has (measured on the single lookup).
+    """
+
+    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
+        """The console's session; None (Flask's null session) anywhere else."""
+        if not request.path.startswith(CONSOLE_PREFIX):
+            return None
+        return super().open_session(app, request)
+
+    def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
+        """Write the cookie for console pages only."""
+        if request.path.startswith(CONSOLE_PREFIX):
+            super().save_session(app, session, response)
 
     def get_cookie_secure(self, app: Flask) -> bool:
         """Secure when configured so, or when this request is HTTPS."""
