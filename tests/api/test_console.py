@@ -176,7 +176,7 @@ def test_pages_need_a_session(console: Console) -> None:
 
 
 def test_a_session_ends_after_its_absolute_lifetime(staffed: Console) -> None:
-    with staffed.client.session_transaction() as session:
+    with staffed.client.session_transaction("/console/") as session:
         session["signed_in_at"] = time.time() - 9 * 3600
     assert staffed.get("/console/users/u1").status_code == 302
 
