@@ -373,3 +373,13 @@ def test_the_generated_secret_is_kept_private_and_reused(tmp_path: Path) -> None
     first = persisted_secret(str(tmp_path))
     assert persisted_secret(str(tmp_path)) == first and len(first) == 64
     assert (tmp_path / "console-secret-key").stat().st_mode & 0o777 == 0o600
+
+
+def test_the_api_never_opens_a_session_even_for_a_signed_in_browser(
+    api: Api, staffed: Console
+) -> None:
+    resp = staffed.client.get(
+        "/v1/purposes", headers={"Authorization": f"Bearer {api.tokens['pipeline']}"}
+    )
+    assert resp.status_code == 200
+    assert "Set-Cookie" not in resp.headers and "Cookie" not in resp.headers.get("Vary", "")
