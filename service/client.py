@@ -257,9 +257,7 @@ class ConsentClient:
 
     def _filter_chunk(self, purpose: str, body: bytes, as_of: int | None) -> tuple[list[str], int]:
         def attempt() -> tuple[list[str], int]:
-            text, seq = self._stream_in(
-                f"/v1/filter/{purpose}", body, "text/plain", as_of, _read_all
-            )
+            text, seq = self._stream_in(f"/v1/filter/{purpose}", body, "text/plain", as_of)
             return text.decode().splitlines(), seq
 
         return self._attempts(f"filter of {purpose}", attempt)
@@ -293,9 +291,7 @@ class ConsentClient:
         body = sink.getvalue().to_pybytes()
 
         def attempt() -> tuple[pa.Array, int]:
-            data, seq = self._stream_in(
-                f"/v1/filter/{purpose}", body, ARROW_STREAM, as_of, _read_all
-            )
+            data, seq = self._stream_in(f"/v1/filter/{purpose}", body, ARROW_STREAM, as_of)
             try:
                 table = pa.ipc.open_stream(io.BytesIO(data)).read_all()
             except (pa.ArrowInvalid, OSError) as exc:  # no end marker: a cut stream
@@ -313,7 +309,6 @@ class ConsentClient:
         body: bytes,
         content_type: str,
         as_of: int | None,
-        read: Callable[[httpx.Response], bytes],
     ) -> tuple[bytes, int]:
         """POST a body, read the streamed answer whole; (bytes, Consent-As-Of)."""
         try:
@@ -325,7 +320,7 @@ class ConsentClient:
                 headers={"Content-Type": content_type},
             ) as response:
                 self._check(response)
-                data = read(response)
+                data = response.read()
                 seq = int(response.headers[AS_OF_HEADER])
         except httpx.TransportError as exc:  # includes a chunked body cut short
             raise _Retryable(f"{type(exc).__name__}: {exc}") from exc
@@ -392,10 +387,6 @@ class ConsentClient:
             cursor = int(page["next_after"])
             if not page["has_more"]:
                 return
-
-
-def _read_all(response: httpx.Response) -> bytes:
-    return response.read()
 
 
 def _batches(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:

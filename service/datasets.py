@@ -104,7 +104,21 @@ class _Table:
         """Finish the output file."""
 
 
-class _ParquetTable(_Table):
+class _ArrowTable(_Table):
+    """A table read and written as Arrow record batches, through `self.writer`."""
+
+    writer: Any
+
+    def write(self, batch: Any, mask: pa.BooleanArray) -> int:
+        kept = batch.filter(mask)
+        self.writer.write_batch(kept)
+        return int(kept.num_rows)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class _ParquetTable(_ArrowTable):
     def __init__(self, src: Path, dst: Path, column: str, batch_rows: int) -> None:
         super().__init__(src, dst, column, batch_rows)
         try:
@@ -122,16 +136,8 @@ class _ParquetTable(_Table):
         for batch in self.file.iter_batches(batch_size=self.batch_rows):
             yield batch, batch.column(self.column)
 
-    def write(self, batch: Any, mask: pa.BooleanArray) -> int:
-        kept = batch.filter(mask)
-        self.writer.write_batch(kept)
-        return int(kept.num_rows)
 
-    def close(self) -> None:
-        self.writer.close()
-
-
-class _CsvTable(_Table):
+class _CsvTable(_ArrowTable):
     """Every column read as text, so values are written back as they were read."""
 
     def __init__(self, src: Path, dst: Path, column: str, batch_rows: int) -> None:
@@ -158,14 +164,6 @@ class _CsvTable(_Table):
         )
         for batch in reader:
             yield batch, batch.column(self.column)
-
-    def write(self, batch: Any, mask: pa.BooleanArray) -> int:
-        kept = batch.filter(mask)
-        self.writer.write_batch(kept)
-        return int(kept.num_rows)
-
-    def close(self) -> None:
-        self.writer.close()
 
 
 class _JsonLinesTable(_Table):

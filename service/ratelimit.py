@@ -45,30 +45,23 @@ class LocalWindows:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.counts: dict[tuple[str, str], tuple[int, int]] = {}
+        # (limit, key) -> (when its current window ends, requests in it)
+        self.counts: dict[tuple[str, str], tuple[float, int]] = {}
 
     def hit(self, item: RateLimitItem, key: str) -> float | None:
         """Count one request; None while within the limit, else seconds until it resets."""
         period = item.get_expiry()
         now = time.time()
-        window = int(now // period)
+        ends = (now // period + 1) * period
         slot = (str(item), key)
         with self.lock:
-            seen, count = self.counts.get(slot, (window, 0))
-            count = count + 1 if seen == window else 1
-            self.counts[slot] = (window, count)
+            seen, count = self.counts.get(slot, (ends, 0))
+            count = count + 1 if seen == ends else 1
+            self.counts[slot] = (ends, count)
             if len(self.counts) > self.SWEEP_AT:
-                self._sweep(now)
-        return None if count <= item.amount else (window + 1) * period - now
-
-    def _sweep(self, now: float) -> None:
-        """Drop counts of windows that have ended (many keys: e.g. a flood of bad tokens)."""
-        items = {str(i): i for i in parse_many(";".join({s for s, _ in self.counts}))}
-        self.counts = {
-            slot: (w, c)
-            for slot, (w, c) in self.counts.items()
-            if w >= int(now // items[slot[0]].get_expiry())
-        }
+                # Many keys (e.g. a flood of bad tokens): drop windows that have ended.
+                self.counts = {k: v for k, v in self.counts.items() if v[0] > now}
+        return None if count <= item.amount else ends - now
 
 
 class SharedWindows:
