@@ -26,7 +26,7 @@ run: migrate
 	@echo "Then:  curl -H \"Authorization: Bearer <token>\" http://$(HOST):$(PORT)/v1/purposes"
 	@echo
 	CONSENT_BIND=$(HOST):$(PORT) CONSENT_WORKERS=$(WORKERS) CONSENT_ACCESS_LOG=- \
-		$(BIN)/gunicorn --config python:service.gunicorn_conf
+		$(BIN)/gunicorn --config python:service.runtime.gunicorn_conf
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,7 +1,7 @@
 """The baseline: a bare Flask app answering a constant small JSON, served like the real one.
 
 Run it with the service's own gunicorn settings:
-`gunicorn --config python:service.gunicorn_conf bench.baseline_app:app`.
+`gunicorn --config python:service.runtime.gunicorn_conf bench.baseline_app:app`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 
 from flask import Flask
 
-from service import logs
+from service.web import logs
 
 CONSTANT_DECISION = {
     "user_id": "0",

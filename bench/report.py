@@ -319,8 +319,8 @@ def write_results(
             + (f" (CPU seconds: {busiest})" if busiest else "")
         )
     out += [
-        "- server: gunicorn with `service.gunicorn_conf` (gthread, 2 workers × 4 threads, access "
-        "log on), as `make run`; the clients, the server and the database share these CPUs.",
+        "- server: gunicorn with `service.runtime.gunicorn_conf` (gthread, 2 workers × 4 threads, "
+        "access log on), as `make run`; the clients, the server and the database share these CPUs.",
         "",
         "## Correctness",
         "",

@@ -34,12 +34,15 @@ from bench.population import (
     STATE_NAMES,
     Population,
 )
-from service import auth, create_app, purposes
-from service.clock import isoformat, utcnow
-from service.config import normalise_database_url
-from service.extensions import db
-from service.ledger import Actor, head_seq
-from service.readiness import MIGRATIONS_DIR
+from service import create_app
+from service.domain.clock import isoformat, utcnow
+from service.ledger import keys as auth
+from service.ledger import purposes
+from service.ledger.transaction import Actor
+from service.reads.consistent import head_seq
+from service.runtime.config import normalise_database_url
+from service.runtime.extensions import db
+from service.runtime.readiness import MIGRATIONS_DIR
 
 SEED_ACTOR = Actor("bench-seed", "admin")
 PIPELINE_KEY_NAME = "bench"

@@ -136,7 +136,7 @@ def gunicorn(
     env.setdefault("CONSENT_RATE_LIMIT", "1000000 per second")
     if database_url is not None:
         env["CONSENT_DATABASE_URL"] = database_url
-    command = [str(GUNICORN), "--config", "python:service.gunicorn_conf"]
+    command = [str(GUNICORN), "--config", "python:service.runtime.gunicorn_conf"]
     if app is not None:
         command.append(app)
     log_path = log_dir / f"{name}.log"

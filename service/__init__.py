@@ -10,11 +10,13 @@ from typing import Any
 
 from flask import Flask, Response, g, request
 
-from service import config as config_module
-from service import database, decisions, errors, extensions, logs, metrics, ratelimit
-from service.database import engine_options
-from service.extensions import db, migrate
-from service.readiness import MIGRATIONS_DIR
+from service.reads import decisions
+from service.runtime import config as config_module
+from service.runtime import database, extensions
+from service.runtime.database import engine_options
+from service.runtime.extensions import db, migrate
+from service.runtime.readiness import MIGRATIONS_DIR
+from service.web import logs, metrics, problems, ratelimit
 
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
@@ -43,23 +45,23 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     extensions.api.spec.components.security_scheme(
         "bearerAuth", {"type": "http", "scheme": "bearer", "description": "API key"}
     )
-    errors.init_app(app)
+    problems.init_app(app)
     metrics.init_app(app)
     logs.init_app(app)
     ratelimit.init_app(app)
     decisions.init_app(app)
 
-    from service.api import register_blueprints
+    from service.web.api import register_blueprints
 
     register_blueprints()
 
-    from service import console
+    from service.web import console
 
     console.init_app(app)
 
     interval = float(app.config["CONSENT_EXPIRY_SWEEP_SECONDS"])
     if interval > 0 and not app.testing:
-        from service import sweeper
+        from service.ledger import sweeper
 
         sweeper.start(app, interval)
 

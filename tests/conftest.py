@@ -21,11 +21,11 @@ from flask import Flask
 from flask.testing import FlaskClient
 from flask_migrate import upgrade
 
-import service.ledger
+import service.ledger.transaction
 from service import create_app
-from service.config import normalise_database_url
-from service.extensions import db
-from service.readiness import MIGRATIONS_DIR
+from service.runtime.config import normalise_database_url
+from service.runtime.extensions import db
+from service.runtime.readiness import MIGRATIONS_DIR
 
 PG_URL = normalise_database_url(os.environ.get("CONSENT_TEST_DATABASE_URL", ""))
 ON_POSTGRES = PG_URL.startswith("postgresql")
@@ -122,7 +122,7 @@ class Clock:
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     """Control the time the ledger stamps on events."""
     c = Clock()
-    monkeypatch.setattr(service.ledger, "utcnow", c)
+    monkeypatch.setattr(service.ledger.transaction, "utcnow", c)
     return c
 
 

@@ -10,8 +10,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from service import auth
-from service.extensions import db
+from service.ledger import keys as auth
+from service.runtime.extensions import db
 
 DEFAULTS = {"EEA": "denied", "*": "granted"}
 PROBLEM = "application/problem+json"

@@ -21,8 +21,8 @@ from sqlalchemy.engine import make_url
 
 from bench.server import Server, gunicorn
 from service import create_app
-from service.auth import create_key
-from service.extensions import db
+from service.ledger.keys import create_key
+from service.runtime.extensions import db
 from tests.conftest import ON_POSTGRES, PG_URL, app_config, migrate_to_head
 
 ROLES = ("app", "pipeline", "support", "admin")

@@ -10,9 +10,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from service import auth, models
-from service.errors import ValidationFailed
-from service.extensions import db
+from service.domain.errors import ValidationFailed
+from service.ledger import keys as auth
+from service.runtime import models
+from service.runtime.extensions import db
 from tests.factories import assert_problem, bearer, ledger_state, make_key
 
 ROLES = ("app", "pipeline", "support", "admin")

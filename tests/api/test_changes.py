@@ -8,8 +8,8 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 
-from service.extensions import db
-from service.models import Event
+from service.runtime.extensions import db
+from service.runtime.models import Event
 from tests.factories import assert_problem
 
 PURPOSE = "model_training"

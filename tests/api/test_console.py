@@ -14,10 +14,12 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from service import auth, create_app, impact
-from service.console.sessions import persisted_secret
-from service.console.wording import basis_words
-from service.extensions import db
+from service import create_app
+from service.ledger import keys as auth
+from service.reads import impact
+from service.runtime.extensions import db
+from service.web.console.sessions import persisted_secret
+from service.web.console.wording import basis_words
 from tests.conftest import app_config
 from tests.factories import Api
 

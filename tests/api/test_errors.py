@@ -12,7 +12,7 @@ from flask import Flask
 from werkzeug.test import TestResponse
 
 from service import create_app
-from service.extensions import db
+from service.runtime.extensions import db
 from tests.conftest import app_config
 from tests.factories import PROBLEM, Api, assert_problem, bearer, ledger_state
 
@@ -501,7 +501,7 @@ def test_an_unexpected_exception_is_a_500_that_leaks_nothing(
     def explode() -> list[dict[str, Any]]:
         raise RuntimeError("secret detail")
 
-    monkeypatch.setattr("service.purposes.list_all", explode)
+    monkeypatch.setattr("service.ledger.purposes.list_all", explode)
     api.app.config["PROPAGATE_EXCEPTIONS"] = False
     resp = api.call("GET", "/v1/purposes", role="pipeline")
     assert_problem(resp, 500)

@@ -13,9 +13,9 @@ from flask_migrate import downgrade, upgrade
 from werkzeug.test import TestResponse
 
 from service import create_app
-from service.errors import PROBLEM_MEDIA_TYPE
-from service.extensions import db
-from service.readiness import MIGRATIONS_DIR
+from service.runtime.extensions import db
+from service.runtime.readiness import MIGRATIONS_DIR
+from service.web.problems import PROBLEM_MEDIA_TYPE
 from tests.conftest import app_config
 from tests.factories import bearer
 

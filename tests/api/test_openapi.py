@@ -12,8 +12,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from openapi_spec_validator import validate
 
-from service.errors import PROBLEM_MEDIA_TYPE
-from service.extensions import api as smorest_api
+from service.runtime.extensions import api as smorest_api
+from service.web.problems import PROBLEM_MEDIA_TYPE
 
 OPENAPI_YAML = Path(__file__).resolve().parents[2] / "openapi.yaml"
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Flask
 
-from service import overrides
+from service.ledger import overrides
 from tests.conftest import Clock
 
 

@@ -6,8 +6,8 @@ from typing import Any
 
 from flask import Flask
 
-from service.extensions import db
-from service.models import Event
+from service.runtime.extensions import db
+from service.runtime.models import Event
 
 
 def test_a_purpose_is_created_read_and_listed(api: Any) -> None:

@@ -8,7 +8,7 @@ import pytest
 from flask import Flask
 
 from service import create_app
-from service.extensions import db
+from service.runtime.extensions import db
 from tests.conftest import app_config
 from tests.factories import Api, assert_problem, bearer, ledger_state
 

@@ -14,7 +14,7 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from service import create_app
-from service.extensions import db
+from service.runtime.extensions import db
 from tests.conftest import app_config
 from tests.factories import bearer
 

@@ -24,9 +24,9 @@ from flask import Flask
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import service.ledger
+import service.ledger.transaction
 from service import create_app
-from service.extensions import db
+from service.runtime.extensions import db
 from tests.conftest import ON_POSTGRES, Clock, app_config, clean_database
 from tests.factories import Api
 
@@ -388,7 +388,7 @@ def test_every_read_agrees_with_a_replay_of_the_events_at_any_as_of(
     picks: list[float],
 ) -> None:
     clock = Clock(datetime.now(UTC) - timedelta(days=2))
-    monkeypatch.setattr(service.ledger, "utcnow", clock)
+    monkeypatch.setattr(service.ledger.transaction, "utcnow", clock)
     with fresh_world(template_db, tmp_path, clock, index) as world:
         for op in history:
             world.run(op)

@@ -13,9 +13,9 @@ import pytest
 from flask import Flask
 from werkzeug.test import TestResponse
 
-from service.extensions import db
-from service.ledger import Actor, LedgerWrite
-from service.models import Subject
+from service.ledger.transaction import Actor, LedgerWrite
+from service.runtime.extensions import db
+from service.runtime.models import Subject
 from tests.factories import assert_problem
 
 PURPOSE = "model_training"

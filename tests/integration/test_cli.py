@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 from flask import Flask
 
-from service.cli import cli
+from service.runtime.cli import cli
 from tests.factories import bearer
 
 

@@ -9,8 +9,8 @@ from typing import Any
 import sqlalchemy as sa
 from flask import Flask
 
-from service.extensions import db
-from service.models import Event
+from service.runtime.extensions import db
+from service.runtime.models import Event
 from tests.conftest import postgres_only
 from tests.factories import bearer
 

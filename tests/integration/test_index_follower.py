@@ -12,11 +12,12 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 
-import service.index
-from service import auth, create_app
-from service.decisions import Follower, catch_up
-from service.extensions import db
-from service.index import decode
+import service.readindex.index
+from service import create_app
+from service.ledger import keys as auth
+from service.readindex.index import decode
+from service.reads.decisions import Follower, catch_up
+from service.runtime.extensions import db
 from tests.conftest import app_config
 from tests.factories import Api, bearer
 
@@ -148,18 +149,18 @@ def test_request_threads_catching_up_beside_each_other_lose_no_subject(
     app: Flask, api: Api, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Compact after every few new IDs, so the racing catch-ups compact over and over.
-    monkeypatch.setattr(service.index, "COMPACT_AFTER", 2)
+    monkeypatch.setattr(service.readindex.index, "COMPACT_AFTER", 2)
     # ...and widen the window between a compaction's copy of the keys and its swap.
-    index_keys = service.index.ConsentIndex._index_keys
+    index_keys = service.readindex.index.ConsentIndex._index_keys
 
-    def slow_index_keys(self: service.index.ConsentIndex) -> None:
+    def slow_index_keys(self: service.readindex.index.ConsentIndex) -> None:
         time.sleep(random.uniform(0, 0.01))
         index_keys(self)
 
-    monkeypatch.setattr(service.index.ConsentIndex, "_index_keys", slow_index_keys)
+    monkeypatch.setattr(service.readindex.index.ConsentIndex, "_index_keys", slow_index_keys)
     api.purpose(defaults={"*": "granted"})
     with app.app_context():
-        index = service.index.build()
+        index = service.readindex.index.build()
     errors: list[BaseException] = []
     writing = threading.Event()
     writing.set()

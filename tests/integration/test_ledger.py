@@ -9,10 +9,11 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 
-import service.ledger
-from service.extensions import db
-from service.ledger import LedgerWrite, head_seq
-from service.models import Event, Subject
+import service.ledger.transaction
+from service.ledger.transaction import LedgerWrite
+from service.reads.consistent import head_seq
+from service.runtime.extensions import db
+from service.runtime.models import Event, Subject
 
 
 def _counts(app: Flask) -> tuple[int, int, int]:
@@ -60,8 +61,8 @@ def test_event_times_never_go_backwards_even_if_the_clock_does(
 ) -> None:
     api.purpose()
     api.user("u1", jurisdiction="US")
-    real = service.ledger.utcnow
-    monkeypatch.setattr(service.ledger, "utcnow", lambda: real() - timedelta(hours=1))
+    real = service.ledger.transaction.utcnow
+    monkeypatch.setattr(service.ledger.transaction, "utcnow", lambda: real() - timedelta(hours=1))
     api.user("u2", jurisdiction="US")
     with app.app_context():
         times = [e.at for e in db.session.query(Event).order_by(Event.seq)]

@@ -11,9 +11,9 @@ from alembic.migration import MigrationContext
 from flask import Flask
 from flask_migrate import downgrade, upgrade
 
-from service.extensions import db
-from service.ledger import Actor, LedgerWrite
-from service.readiness import MIGRATIONS_DIR
+from service.ledger.transaction import Actor, LedgerWrite
+from service.runtime.extensions import db
+from service.runtime.readiness import MIGRATIONS_DIR
 
 LEDGER_TABLES = {
     "api_keys",

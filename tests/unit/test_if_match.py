@@ -1,11 +1,11 @@
-"""Unit tests for the If-Match header parsing and ETags of consent records in service.choices."""
+"""Unit tests for If-Match parsing and the ETags of consent records (service.ledger.choices)."""
 
 from __future__ import annotations
 
 import pytest
 
-from service.choices import etag, parse_if_match
-from service.errors import BadRequest
+from service.domain.errors import BadRequest
+from service.ledger.choices import etag, parse_if_match
 
 
 @pytest.mark.parametrize(

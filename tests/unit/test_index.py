@@ -10,8 +10,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from service import index as ix
-from service.index import INVALID, ConsentIndex, Stale, decode, numeric_mask
+from service.readindex import index as ix
+from service.readindex.index import INVALID, ConsentIndex, Stale, decode, numeric_mask
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -1,4 +1,4 @@
-"""Unit tests for effective-consent resolution in service.policy: pure rules, no database."""
+"""Unit tests for effective-consent resolution in service.domain.policy: pure rules, no database."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from service.policy import (
+from service.domain.policy import (
     EEA,
     Basis,
     OverrideFacts,

@@ -1,4 +1,4 @@
-"""Unit tests for service.validation: user IDs, jurisdictions and default policies."""
+"""Unit tests for service.domain.validation: user IDs, jurisdictions and default policies."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from service import validation
-from service.errors import ValidationFailed
+from service.domain import validation
+from service.domain.errors import ValidationFailed
 
 # --- user_id -----------------------------------------------------------------------------------
 

@@ -1,0 +1,1 @@
+"""Pure rules and types: resolution, validation, time, events, domain errors."""

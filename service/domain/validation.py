@@ -1,0 +1,74 @@
+"""Domain formats shared by every entry point: user IDs, purpose keys, jurisdictions, policies."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from service.domain.errors import ValidationFailed
+from service.domain.policy import STATES, is_country, is_selector
+
+USER_ID_RE = re.compile(r"^[A-Za-z0-9._:@-]{1,64}$")
+PURPOSE_KEY_RE = re.compile(r"^[a-z][a-z0-9_]{1,47}$")
+USER_ID_RULE = "1-64 characters from A-Z a-z 0-9 . _ : @ -"
+PURPOSE_KEY_RULE = "^[a-z][a-z0-9_]{1,47}$"
+
+
+def is_user_id(value: str) -> bool:
+    """Tell whether value is a well-formed user ID."""
+    return USER_ID_RE.fullmatch(value) is not None
+
+
+def user_id(value: str, field: str = "user_id") -> str:
+    """Return value if it is a well-formed user ID, else raise a 422 naming it."""
+    if not is_user_id(value):
+        raise ValidationFailed(
+            f"{value[:80]!r} is not a valid user ID ({USER_ID_RULE}).",
+            errors={field: [f"Must be {USER_ID_RULE}."]},
+        )
+    return value
+
+
+def purpose_key(value: str, field: str = "purpose") -> str:
+    """Return value if it is a well-formed purpose key, else raise a 422 naming it."""
+    if PURPOSE_KEY_RE.fullmatch(value) is None:
+        raise ValidationFailed(
+            f"{value[:60]!r} is not a valid purpose key.",
+            errors={field: [f"Must match {PURPOSE_KEY_RULE}."]},
+        )
+    return value
+
+
+def jurisdiction(value: str | None, field: str = "jurisdiction") -> str | None:
+    """Normalise an ISO 3166-1 alpha-2 code to upper case; None means no jurisdiction."""
+    if value is None:
+        return None
+    code = value.strip().upper()
+    if not is_country(code):
+        raise ValidationFailed(
+            f"{value[:20]!r} is not an ISO 3166-1 alpha-2 country code.",
+            errors={field: ["Must be an ISO 3166-1 alpha-2 country code (e.g. DE) or null."]},
+        )
+    return code
+
+
+def defaults(value: Mapping[str, Any], field: str = "defaults") -> dict[str, str]:
+    """Validate a default policy: selectors are countries, region groups or '*'; values states."""
+    problems: dict[str, list[str]] = {}
+    clean: dict[str, str] = {}
+    for raw_selector, state in value.items():
+        selector = raw_selector if raw_selector in ("*", "EEA") else raw_selector.upper()
+        if not is_selector(selector):
+            problems[f"{field}.{raw_selector}"] = [
+                "Selector must be an ISO 3166-1 alpha-2 code, a region group (EEA) or '*'."
+            ]
+        elif state not in STATES:
+            problems[f"{field}.{raw_selector}"] = ["Must be 'granted' or 'denied'."]
+        elif selector in clean:
+            problems[f"{field}.{raw_selector}"] = ["Selector given twice."]
+        else:
+            clean[selector] = state
+    if problems:
+        raise ValidationFailed("The default policy is invalid.", errors=problems)
+    return clean

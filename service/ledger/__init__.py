@@ -1,0 +1,1 @@
+"""The write side: one transaction per change, with its events beside it."""

@@ -1,0 +1,1 @@
+"""The in-memory read index: codes, the ID directory, building it, following the ledger."""

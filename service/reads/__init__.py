@@ -1,0 +1,1 @@
+"""The read side: decisions, as_of, history, feeds and snapshots."""

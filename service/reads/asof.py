@@ -1,0 +1,223 @@
+"""Point-in-time reads: resolving `as_of`, and rebuilding state as of any seq for many users.
+
+The state tables say how things are now; every row also says the seq it last changed at. When
+that seq is at or before the requested one, the row is the answer; otherwise the immutable
+events up to that seq are. Because seqs are handed out in commit order, both are exact without
+holding one long transaction, so a stream of millions of IDs can be answered chunk by chunk.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from service.domain import validation
+from service.domain.clock import utcnow
+from service.domain.errors import NotFound, ValidationFailed
+from service.domain.policy import OverrideFacts, Policy, Resolution, SubjectFacts, resolve
+from service.ledger.transaction import lock_head
+from service.reads.consistent import head_seq
+from service.reads.state import EPOCH
+from service.runtime.extensions import db
+from service.runtime.models import Choice, Event, Override, Purpose, Subject
+
+IN_CHUNK = 5000  # bound on bind parameters per statement (SQLite allows 32766)
+SEQ_RE = re.compile(r"[0-9]{1,19}")
+RFC3339_RE = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}"
+    r"(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PointInTime:
+    """A seq of the ledger and the time of the event it numbers (the epoch for seq 0)."""
+
+    seq: int
+    at: datetime
+
+
+def _as_of_error(raw: str, why: str) -> ValidationFailed:
+    return ValidationFailed(f"as_of {raw[:60]!r}: {why}", errors={"as_of": [why]})
+
+
+def point_in_time(raw: str | None) -> PointInTime:
+    """Resolve an `as_of` parameter (a seq or an RFC 3339 time; None = head) to a PointInTime.
+
+    A seq beyond the head, or a time not yet in the past, is a 422: answering it now could
+    differ from answering it later.
+    """
+    head, head_at = head_seq()
+    db.session.rollback()
+    if raw is None or raw == "":
+        return PointInTime(head, head_at or EPOCH)
+    text = raw.strip()
+    if SEQ_RE.fullmatch(text):
+        seq = int(text)
+        if seq > head:
+            raise _as_of_error(raw, f"seq {seq} is beyond the ledger head ({head}).")
+        return PointInTime(seq, event_time(seq))
+    if not RFC3339_RE.fullmatch(text):
+        raise _as_of_error(raw, "must be a seq or an RFC 3339 time with an offset or Z.")
+    try:
+        when = datetime.fromisoformat(text.upper().replace("Z", "+00:00"))
+    except ValueError:
+        raise _as_of_error(raw, "is not a valid date and time.") from None
+    seq = seq_at_time(when)
+    return PointInTime(seq, event_time(seq))
+
+
+def event_time(seq: int) -> datetime:
+    """The time of the event numbered seq (the epoch for seq 0)."""
+    if seq == 0:
+        return EPOCH
+    at = db.session.execute(sa.select(Event.at).where(Event.seq == seq)).scalar_one()
+    db.session.rollback()
+    return at
+
+
+def seq_at_time(when: datetime) -> int:
+    """The last seq whose event happened at or before `when`, fixed for good.
+
+    The head row is locked while reading, so no writer is in flight: every later event gets a
+    time after now, and the answer for `when` can no longer change.
+    """
+    try:
+        lock_head()
+        if when >= utcnow():
+            raise ValidationFailed(
+                "as_of is not in the past yet; answers as of it could still change.",
+                errors={"as_of": ["Must not be in the future."]},
+            )
+        seq = db.session.execute(sa.select(sa.func.max(Event.seq)).where(Event.at <= when))
+        return int(seq.scalar_one() or 0)
+    finally:
+        db.session.rollback()
+
+
+def policy_as_of(purpose: str, seq: int) -> Policy:
+    """The purpose's default policy as of seq; 404 if the purpose did not exist then."""
+    validation.purpose_key(purpose)
+    row = db.session.execute(
+        sa.select(
+            Purpose.defaults, Purpose.unknown_subject, Purpose.created_seq, Purpose.updated_seq
+        ).where(Purpose.key == purpose)
+    ).one_or_none()
+    if row is None or row.created_seq > seq:
+        raise NotFound(
+            f"Purpose {purpose!r} does not exist"
+            + ("." if row is None else f" as of seq {seq} (it was created at {row.created_seq}).")
+        )
+    if row.updated_seq <= seq:
+        return Policy(dict(row.defaults), row.unknown_subject)
+    data = db.session.execute(
+        sa.select(Event.data)
+        .where(
+            Event.purpose == purpose,
+            Event.kind.in_(("purpose_created", "policy_changed")),
+            Event.user_id.is_(None),
+            Event.seq <= seq,
+        )
+        .order_by(Event.seq.desc())
+        .limit(1)
+    ).scalar_one()
+    return Policy(dict(data["defaults"]), data["unknown_subject"])
+
+
+def _chunks(items: Sequence[str], size: int = IN_CHUNK) -> Iterable[Sequence[str]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def _last_event_data(
+    kinds: tuple[str, ...], user_ids: Sequence[str], seq: int, purpose: str | None
+) -> dict[str, tuple[str, dict[str, object]]]:
+    """For each user, the kind and data of their last event of these kinds at or before seq."""
+    found: dict[str, tuple[str, dict[str, object]]] = {}
+    for chunk in _chunks(user_ids):
+        query = sa.select(Event.user_id, Event.kind, Event.data).where(
+            Event.user_id.in_(chunk), Event.kind.in_(kinds), Event.seq <= seq
+        )
+        if purpose is not None:
+            query = query.where(Event.purpose == purpose)
+        for row in db.session.execute(query.order_by(Event.seq)):
+            found[row.user_id] = (row.kind, row.data or {})
+    return found
+
+
+def decide(purpose: str, pit: PointInTime, user_ids: Sequence[str]) -> list[Resolution]:
+    """Effective consent for each user ID (well-formed, any order) as of pit, in input order."""
+    policy = policy_as_of(purpose, pit.seq)
+    seq = pit.seq
+    unique = list(dict.fromkeys(user_ids))
+    subjects: dict[str, SubjectFacts] = {}
+    stale_jurisdiction: list[str] = []
+    for chunk in _chunks(unique):
+        for row in db.session.execute(
+            sa.select(
+                Subject.user_id,
+                Subject.jurisdiction,
+                Subject.registered_seq,
+                Subject.updated_seq,
+                Subject.erased_seq,
+            ).where(Subject.user_id.in_(chunk), Subject.registered_seq <= seq)
+        ):
+            erased = row.erased_seq is not None and row.erased_seq <= seq
+            subjects[row.user_id] = SubjectFacts(row.jurisdiction, erased)
+            if row.updated_seq > seq and not erased:
+                stale_jurisdiction.append(row.user_id)
+    for user_id, (kind, data) in _last_event_data(
+        ("subject_registered", "jurisdiction_changed"), stale_jurisdiction, seq, None
+    ).items():
+        value = data.get("jurisdiction") if kind == "subject_registered" else data.get("to")
+        subjects[user_id] = SubjectFacts(value if isinstance(value, str) else None, False)
+
+    known = [u for u, s in subjects.items() if not s.erased]
+    choices: dict[str, str | None] = {}
+    stale_choice: list[str] = []
+    overrides: dict[str, list[OverrideFacts]] = {}
+    for chunk in _chunks(known):
+        for c in db.session.execute(
+            sa.select(Choice.user_id, Choice.state, Choice.updated_seq).where(
+                Choice.purpose == purpose, Choice.user_id.in_(chunk)
+            )
+        ):
+            if c.updated_seq <= seq:
+                choices[c.user_id] = c.state
+            else:
+                stale_choice.append(c.user_id)
+        for o in db.session.execute(
+            sa.select(
+                Override.id,
+                Override.user_id,
+                Override.state,
+                Override.placed_seq,
+                Override.expires_at,
+                Override.lifted_seq,
+                Override.placed_by,
+                Override.ticket,
+            ).where(
+                Override.purpose == purpose,
+                Override.user_id.in_(chunk),
+                Override.placed_seq <= seq,
+                sa.or_(Override.lifted_seq.is_(None), Override.lifted_seq > seq),
+            )
+        ):
+            overrides.setdefault(o.user_id, []).append(
+                OverrideFacts(
+                    o.id, o.state, o.placed_seq, o.expires_at, o.lifted_seq, o.placed_by, o.ticket
+                )
+            )
+    for user_id, (_, data) in _last_event_data(("choice_set",), stale_choice, seq, purpose).items():
+        state = data.get("state")
+        choices[user_id] = state if isinstance(state, str) else None
+    db.session.rollback()
+
+    return [
+        resolve(subjects.get(u), choices.get(u), overrides.get(u, ()), policy, seq, pit.at)
+        for u in user_ids
+    ]

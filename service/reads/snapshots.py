@@ -1,0 +1,138 @@
+"""Snapshots: every known subject in the allowed or denied set as of a seq, streamed as CSV,
+NDJSON or Parquet (sorted by user_id) for offline joins."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import sqlalchemy as sa
+
+from service.readindex.index import BASES, BASIS_CODE, GRANTED, INVALID, encode
+from service.reads import decisions
+from service.reads.asof import PointInTime, decide, event_time
+from service.reads.streaming import ByteSink
+from service.runtime.extensions import db
+from service.runtime.models import Subject
+
+PAGE = 10_000
+ROW_GROUP = 100_000
+FORMATS = {
+    "csv": "text/csv; charset=utf-8",
+    "ndjson": "application/x-ndjson",
+    "parquet": "application/vnd.apache.parquet",
+}
+BASIS_NAMES = pa.array(BASES, pa.string())
+SNAPSHOT_SCHEMA = pa.schema(
+    [
+        pa.field("user_id", pa.string(), nullable=False),
+        pa.field("basis", pa.string(), nullable=False),
+    ]
+)
+
+
+def _user_id_order() -> sa.ColumnElement[str]:
+    # Byte order on every backend, whatever the PostgreSQL database's default collation.
+    if db.session.get_bind().dialect.name == "postgresql":
+        return Subject.user_id.collate("C")
+    return Subject.user_id.expression
+
+
+def _database_pages(purpose: str, seq: int, want_allowed: bool) -> Iterator[pa.Table]:
+    """Pages of subjects known as of seq, in user_id byte order, resolved by the database."""
+    pit = PointInTime(seq, event_time(seq))
+    order = _user_id_order()
+    last: str | None = None
+    while True:
+        query = sa.select(Subject.user_id).where(Subject.registered_seq <= seq)
+        if last is not None:
+            query = query.where(order > last)
+        ids = list(db.session.execute(query.order_by(order).limit(PAGE)).scalars())
+        db.session.rollback()
+        if not ids:
+            return
+        codes = np.array([encode(r) for r in decide(purpose, pit, ids)], dtype=np.uint8)
+        yield _page(pa.array(ids, pa.string()), codes, want_allowed)
+        last = ids[-1]
+
+
+def _page(ids: pa.Array, codes: npt.NDArray[np.uint8], want_allowed: bool) -> pa.Table:
+    """The rows of one page that are known subjects in the wanted set, with their basis."""
+    basis = codes >> 1
+    keep = (basis != BASIS_CODE["unknown"]) & (codes != INVALID)
+    keep &= ((codes & GRANTED) == GRANTED) == want_allowed
+    picked = np.flatnonzero(keep)
+    bases = pa.DictionaryArray.from_arrays(pa.array(basis[picked].astype(np.int8)), BASIS_NAMES)
+    return pa.table(
+        [ids.take(pa.array(picked)), pc.cast(bases, pa.string())], schema=SNAPSHOT_SCHEMA
+    )
+
+
+def pages(purpose: str, seq: int, want_allowed: bool) -> Iterator[pa.Table]:
+    """Pages of (user_id, basis) for subjects known as of seq and in the wanted set."""
+    index = decisions.ready_index()
+    if index is None or not index.built_seq <= seq <= index.seq:
+        yield from _database_pages(purpose, seq, want_allowed)
+        return
+    for ids, codes, stale in index.snapshot_pages(purpose, seq):
+        if stale:
+            codes[stale] = decisions.codes_from_database(
+                purpose, seq, ids.take(pa.array(stale)).to_pylist()
+            )
+        yield _page(ids, codes, want_allowed)
+
+
+def csv_stream(tables: Iterator[pa.Table]) -> Iterator[bytes]:
+    """CSV with a header line: user_id,basis."""
+    yield b"user_id,basis\r\n"
+    for table in tables:
+        buf = io.StringIO()
+        csv.writer(buf).writerows(
+            zip(table.column(0).to_pylist(), table.column(1).to_pylist(), strict=True)
+        )
+        yield buf.getvalue().encode()
+
+
+def ndjson_stream(tables: Iterator[pa.Table]) -> Iterator[bytes]:
+    """One JSON object per line: {"user_id": ..., "basis": ...}."""
+    for table in tables:
+        yield "".join(
+            json.dumps({"user_id": u, "basis": b}, separators=(",", ":")) + "\n"
+            for u, b in zip(table.column(0).to_pylist(), table.column(1).to_pylist(), strict=True)
+        ).encode()
+
+
+def parquet_stream(tables: Iterator[pa.Table]) -> Iterator[bytes]:
+    """A Parquet file written row group by row group; a cut stream lacks the footer."""
+    sink = ByteSink()
+    writer = pq.ParquetWriter(sink, SNAPSHOT_SCHEMA, compression="zstd")
+    pending: list[pa.Table] = []
+    rows = 0
+    for table in tables:
+        pending.append(table)
+        rows += table.num_rows
+        if rows >= ROW_GROUP:
+            writer.write_table(pa.concat_tables(pending))
+            pending, rows = [], 0
+            yield sink.take()
+    if rows:
+        writer.write_table(pa.concat_tables(pending))
+    writer.close()
+    yield sink.take()
+
+
+def stream(purpose: str, seq: int, set_name: str, fmt: str) -> Iterator[bytes]:
+    """The snapshot's bytes in the requested format."""
+    tables = pages(purpose, seq, set_name == "allowed")
+    if fmt == "csv":
+        return csv_stream(tables)
+    if fmt == "ndjson":
+        return ndjson_stream(tables)
+    return parquet_stream(tables)

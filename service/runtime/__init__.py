@@ -1,0 +1,1 @@
+"""Running the service: configuration, database, tables, server settings and the CLI."""

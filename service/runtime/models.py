@@ -1,0 +1,197 @@
+"""Tables of the ledger: current state, the append-only event log, keys and idempotency records."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import Mapped, mapped_column
+
+from service.runtime.extensions import Base
+
+STATES = ("granted", "denied")
+ROLES = ("app", "pipeline", "support", "admin")
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """A timestamp stored in UTC and always read back timezone-aware, on SQLite too."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Normalise to UTC; naive values are refused because their zone is a guess."""
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Return an aware UTC datetime whatever the backend handed back."""
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _state_check(column: str, nullable: bool = False) -> sa.CheckConstraint:
+    cond = f"{column} IN ('granted', 'denied')"
+    if nullable:
+        cond = f"{column} IS NULL OR {cond}"
+    return sa.CheckConstraint(cond, name=column)
+
+
+class LedgerHead(Base):
+    """The single row holding the last seq handed out; locking it serialises writers."""
+
+    __tablename__ = "ledger_head"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(sa.BigInteger, nullable=False)
+    at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class Event(Base):
+    """One append-only entry of the ledger, numbered by the global seq."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        sa.Index("ix_events_user_id_seq", "user_id", "seq"),
+        sa.Index("ix_events_purpose_seq", "purpose", "seq"),
+        sa.Index("ix_events_at", "at"),
+        _state_check("before", nullable=True),
+        _state_check("after", nullable=True),
+    )
+
+    seq: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True, autoincrement=False)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    kind: Mapped[str] = mapped_column(sa.String(32), nullable=False)
+    user_id: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
+    purpose: Mapped[str | None] = mapped_column(sa.String(48), nullable=True)
+    before: Mapped[str | None] = mapped_column(sa.String(16), nullable=True)
+    after: Mapped[str | None] = mapped_column(sa.String(16), nullable=True)
+    actor: Mapped[str] = mapped_column(sa.String(100), nullable=False)
+    role: Mapped[str] = mapped_column(sa.String(16), nullable=False)
+    reason: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    ticket: Mapped[str | None] = mapped_column(sa.String(100), nullable=True)
+    request_id: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
+    data: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON, nullable=True)
+
+
+class Purpose(Base):
+    """What consent is for, with its default policy."""
+
+    __tablename__ = "purposes"
+    __table_args__ = (_state_check("unknown_subject"),)
+
+    key: Mapped[str] = mapped_column(sa.String(48), primary_key=True)
+    title: Mapped[str] = mapped_column(sa.String(200), nullable=False)
+    description: Mapped[str] = mapped_column(sa.Text, nullable=False, default="")
+    defaults: Mapped[dict[str, str]] = mapped_column(sa.JSON, nullable=False)
+    unknown_subject: Mapped[str] = mapped_column(sa.String(16), nullable=False)
+    version: Mapped[int] = mapped_column(sa.Integer, nullable=False)
+    created_seq: Mapped[int] = mapped_column(sa.BigInteger, nullable=False)
+    updated_seq: Mapped[int] = mapped_column(sa.BigInteger, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class Subject(Base):
+    """A user known to the ledger."""
+
+    __tablename__ = "subjects"
+
+    user_id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    jurisdiction: Mapped[str | None] = mapped_column(sa.String(2), nullable=True)
+    erased: Mapped[bool] = mapped_column(sa.Boolean, nullable=False, default=False)
+    registered_seq: Mapped[int] = mapped_column(sa.BigInteger, nullable=False)
+    updated_seq: Mapped[int] = mapped_column(sa.BigInteger, nullable=False)
+    erased_seq: Mapped[int | None] = mapped_column(sa.BigInteger, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class Choice(Base):
+    """A user's own explicit state for one purpose."""
+
+    __tablename__ = "choices"
+    __table_args__ = (_state_check("state"), sa.Index("ix_choices_purpose", "purpose"))
+
+    user_id: Mapped[str] = mapped_column(
+        sa.String(64), sa.ForeignKey("subjects.user_id"), primary_key=True
+    )
+    purpose: Mapped[str] = mapped_column(
+        sa.String(48), sa.ForeignKey("purposes.key"), primary_key=True
+    )
+    state: Mapped[str] = mapped_column(sa.String(16), nullable=False)
+    source: Mapped[str] = mapped_column(sa.String(32), nullable=False)
+    version: Mapped[int] = mapped_column(sa.Integer, nullable=False)
+    updated_seq: Mapped[int] = mapped_column(sa.BigInteger, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class Override(Base):
+    """Support's decision for one user and purpose; the row stays after it is lifted."""
+
+    __tablename__ = "overrides"
+    __table_args__ = (
+        _state_check("state"),
+        sa.Index("ix_overrides_user_id_purpose", "user_id", "purpose"),
+    )
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    user_id: Mapped[str] = mapped_column(
+        sa.String(64), sa.ForeignKey("subjects.user_id"), nullable=False
+    )
+    purpose: Mapped[str] = mapped_column(
+        sa.String(48), sa.ForeignKey("purposes.key"), nullable=False
+    )
+    state: Mapped[str] = mapped_column(sa.String(16), nullable=False)
+    reason: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    ticket: Mapped[str] = mapped_column(sa.String(100), nullable=False)
+    placed_by: Mapped[str] = mapped_column(sa.String(100), nullable=False)
+    placed_seq: Mapped[int] = mapped_column(sa.BigInteger, nullable=False)
+    placed_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    lifted_seq: Mapped[int | None] = mapped_column(sa.BigInteger, nullable=True)
+    lifted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    lifted_by: Mapped[str | None] = mapped_column(sa.String(100), nullable=True)
+    lift_reason: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    expired_seq: Mapped[int | None] = mapped_column(sa.BigInteger, nullable=True)
+
+
+class ApiKey(Base):
+    """A bearer key: only the SHA-256 of the token is kept."""
+
+    __tablename__ = "api_keys"
+    __table_args__ = (
+        sa.CheckConstraint("role IN ('app', 'pipeline', 'support', 'admin')", name="role"),
+    )
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(100), nullable=False, unique=True)
+    role: Mapped[str] = mapped_column(sa.String(16), nullable=False)
+    token_hash: Mapped[str] = mapped_column(sa.String(64), nullable=False, unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class IdempotencyRecord(Base):
+    """The first answer to a write sent with an Idempotency-Key, replayed on retries."""
+
+    __tablename__ = "idempotency_records"
+    __table_args__ = (sa.UniqueConstraint("key_name", "idempotency_key"),)
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    key_name: Mapped[str] = mapped_column(sa.String(100), nullable=False)
+    idempotency_key: Mapped[str] = mapped_column(sa.String(255), nullable=False)
+    method: Mapped[str] = mapped_column(sa.String(8), nullable=False)
+    path: Mapped[str] = mapped_column(sa.String(512), nullable=False)
+    request_hash: Mapped[str] = mapped_column(sa.String(64), nullable=False)
+    status_code: Mapped[int] = mapped_column(sa.Integer, nullable=False)
+    response: Mapped[dict[str, Any]] = mapped_column(sa.JSON, nullable=False)
+    headers: Mapped[dict[str, str]] = mapped_column(sa.JSON, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)

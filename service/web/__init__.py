@@ -1,0 +1,1 @@
+"""The web layer: the HTTP API, the console, schemas, problems, metrics and logs."""

@@ -1,0 +1,52 @@
+"""What the console shows about one user: their record as of the head, and their timeline."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from service.domain import validation
+from service.ledger.overrides import override_document
+from service.ledger.subjects import subject_document
+from service.reads.consistent import head_seq, read_transaction
+from service.reads.history import EVENT_COLUMNS, event_document
+from service.reads.state import load_user
+from service.runtime.extensions import db
+from service.runtime.models import Event, Override
+
+PAGE_SIZE = 50
+
+
+def user_record(user_id: str, page: int = 1, page_size: int = PAGE_SIZE) -> dict[str, Any]:
+    """A user's subject document, overrides and one page of history (newest first), in one read.
+
+    A never-seen ID is answered too (every purpose on unknown_subject), so support can see what
+    the ledger would say about it, and place an override that registers it.
+    """
+    user_id = validation.user_id(user_id)
+    page = max(page, 1)
+    with read_transaction():
+        seq, at = head_seq()
+        view = load_user(user_id)
+        overrides = db.session.execute(
+            sa.select(Override)
+            .where(Override.user_id == user_id)
+            .order_by(Override.placed_seq.desc())
+        ).scalars()
+        override_docs = [override_document(o, seq, at) for o in overrides]
+        rows = db.session.execute(
+            sa.select(*EVENT_COLUMNS)
+            .where(Event.user_id == user_id)
+            .order_by(Event.seq.desc())
+            .offset((page - 1) * page_size)
+            .limit(page_size + 1)
+        ).all()
+    return {
+        **subject_document(view, seq, at),
+        "known": view.subject is not None,
+        "overrides": override_docs,
+        "events": [event_document(r) for r in rows[:page_size]],
+        "page": page,
+        "has_more": len(rows) > page_size,
+    }

@@ -1,0 +1,335 @@
+"""Console pages: thin views that parse a form, call one capability function, and render."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
+import sqlalchemy.exc as sa_exc
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    flash,
+    g,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask_wtf import FlaskForm
+from flask_wtf.csrf import CSRFError, CSRFProtect
+from werkzeug.exceptions import HTTPException
+from werkzeug.wrappers import Response as BaseResponse
+
+from service.domain.errors import ConsentError
+from service.ledger import overrides, purposes
+from service.ledger.transaction import Actor
+from service.reads import impact
+from service.web.console import sessions
+from service.web.console.forms import (
+    LiftForm,
+    OverrideForm,
+    PurposeForm,
+    SignInForm,
+    SignOutForm,
+    format_defaults,
+)
+from service.web.console.records import user_record
+from service.web.console.wording import basis_words
+
+log = logging.getLogger(__name__)
+F = TypeVar("F", bound=Callable[..., Any])
+
+bp = Blueprint(
+    "console",
+    __name__,
+    url_prefix="/console",
+    template_folder="templates",
+    static_folder="static",
+)
+csrf = CSRFProtect()
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; "
+    "img-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+}
+
+
+@bp.before_request
+def _protect() -> None:
+    # Every console POST carries the form's CSRF token; a missing or wrong one is a 400 page.
+    csrf.protect()
+
+
+@bp.after_request
+def _security_headers(response: Response) -> Response:
+    response.headers.update(SECURITY_HEADERS)
+    return response
+
+
+@bp.app_template_global()
+def sign_out_form() -> FlaskForm:
+    """The sign-out button's form, on every page."""
+    return SignOutForm()
+
+
+bp.add_app_template_filter(basis_words, "basis_words")
+
+
+def staff(*roles: str) -> Callable[[F], F]:
+    """Let a page be seen only by a signed-in key of these roles (admin sees everything)."""
+    allowed = frozenset(roles) | {"admin"}
+
+    def decorator(view: F) -> F:
+        @functools.wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            actor = sessions.current_staff()
+            if actor is None:
+                flash("Please sign in with a support or admin key.")
+                return redirect(url_for("console.sign_in"))
+            if actor.role not in allowed:
+                abort(403, "This page is for admins only.")
+            g.staff = actor
+            return view(*args, **kwargs)
+
+        return cast(F, wrapper)
+
+    return decorator
+
+
+def current() -> Actor:
+    """The staff member this request is from."""
+    return cast(Actor, g.staff)
+
+
+@bp.errorhandler(ConsentError)
+def _consent_error(error: ConsentError) -> tuple[str, int]:
+    return _error_page(error.status, error.title, error.detail, error.errors or {})
+
+
+@bp.errorhandler(CSRFError)
+def _csrf_error(error: CSRFError) -> tuple[str, int]:
+    return _error_page(
+        400,
+        "Form expired or forged",
+        "The form's security token was missing or wrong. Reload the page and try again.",
+    )
+
+
+@bp.errorhandler(HTTPException)
+def _http_error(error: HTTPException) -> tuple[str, int]:
+    status = error.code or 500
+    return _error_page(status, error.name, error.description or "")
+
+
+@bp.errorhandler(sa_exc.OperationalError)
+@bp.errorhandler(sa_exc.InterfaceError)
+def _database_error(error: Exception) -> tuple[str, int]:
+    log.error("database unavailable: %s", type(error).__name__)
+    return _error_page(503, "Database unavailable", "The ledger cannot answer now; retry later.")
+
+
+@bp.errorhandler(Exception)
+def _unexpected(error: Exception) -> tuple[str, int]:
+    log.exception("unhandled console error")
+    return _error_page(500, "Something went wrong", "An unexpected error occurred.")
+
+
+def _error_page(
+    status: int, title: str, detail: str, errors: dict[str, Any] | None = None
+) -> tuple[str, int]:
+    back = request.view_args.get("user_id") if request.view_args else None
+    return (
+        render_template(
+            "console/error.html",
+            status=status,
+            title=title,
+            detail=detail,
+            errors=errors or {},
+            user_id=back,
+        ),
+        status,
+    )
+
+
+@bp.get("/")
+def index() -> BaseResponse:
+    """Send staff to the user search, everyone else to sign in."""
+    if sessions.current_staff() is None:
+        return redirect(url_for("console.sign_in"))
+    return redirect(url_for("console.find_user"))
+
+
+@bp.route("/sign-in", methods=["GET", "POST"])
+def sign_in() -> Any:
+    """Sign in with a support or admin key."""
+    form = SignInForm()
+    problem = None
+    if form.validate_on_submit():
+        problem = sessions.sign_in(form.token.data)
+        if problem is None:
+            return redirect(url_for("console.find_user"))
+    status = 401 if problem else 200
+    return render_template("console/sign_in.html", form=form, problem=problem), status
+
+
+@bp.post("/sign-out")
+def sign_out() -> BaseResponse:
+    """End the session."""
+    sessions.sign_out()
+    flash("You are signed out.")
+    return redirect(url_for("console.sign_in"))
+
+
+@bp.get("/users")
+@staff("support")
+def find_user() -> Any:
+    """Search a user by ID."""
+    user_id = request.args.get("user_id", "").strip()
+    if user_id:
+        return redirect(url_for("console.user", user_id=user_id))
+    return render_template("console/find.html")
+
+
+@bp.get("/users/<path:user_id>")
+@staff("support")
+def user(user_id: str) -> Any:
+    """A user's record, consent per purpose in words, overrides and history."""
+    page = request.args.get("page", "1")
+    record = user_record(user_id, int(page) if page.isdigit() else 1)
+    form = OverrideForm()
+    form.purpose.choices = [c["purpose"] for c in record["consents"]]
+    return render_template(
+        "console/user.html", record=record, override_form=form, lift_form=LiftForm()
+    )
+
+
+@bp.post("/users/<path:user_id>/overrides")
+@staff("support")
+def place_override(user_id: str) -> Any:
+    """Place an override, after a confirmation page."""
+    form = OverrideForm()
+    form.purpose.choices = [p["key"] for p in purposes.list_all()]
+    if not form.validate():
+        return _form_problem(form, user_id)
+    if not form.is_confirmed:
+        return _confirm(
+            "Place this override?",
+            {
+                "User": user_id,
+                "Purpose": form.purpose.data,
+                "State": form.state.data,
+                "Reason": form.reason.data,
+                "Ticket": form.ticket.data,
+                "Expires": request.form.get("expires_at") or "never",
+            },
+            url_for("console.place_override", user_id=user_id),
+            "Place override",
+            user_id,
+        )
+    overrides.place(
+        current(),
+        user_id,
+        form.purpose.data,
+        form.state.data,
+        form.reason.data,
+        form.ticket.data,
+        form.expiry(),
+    )
+    flash(f"Override placed: {form.purpose.data} is {form.state.data} (ticket {form.ticket.data}).")
+    return redirect(url_for("console.user", user_id=user_id))
+
+
+@bp.post("/users/<path:user_id>/overrides/<int:override_id>/lift")
+@staff("support")
+def lift_override(user_id: str, override_id: int) -> Any:
+    """Lift an override, after a confirmation page."""
+    form = LiftForm()
+    if not form.validate():
+        return _form_problem(form, user_id)
+    if not form.is_confirmed:
+        return _confirm(
+            "Lift this override?",
+            {"User": user_id, "Override": str(override_id), "Reason": form.reason.data},
+            url_for("console.lift_override", user_id=user_id, override_id=override_id),
+            "Lift override",
+            user_id,
+        )
+    overrides.lift(current(), user_id, override_id, form.reason.data)
+    flash(f"Override {override_id} lifted.")
+    return redirect(url_for("console.user", user_id=user_id))
+
+
+@bp.get("/purposes")
+@staff("admin")
+def purpose_list() -> Any:
+    """Every purpose and its default policy."""
+    return render_template("console/purposes.html", purposes=purposes.list_all())
+
+
+@bp.route("/purposes/<key>", methods=["GET", "POST"])
+@staff("admin")
+def purpose_edit(key: str) -> Any:
+    """Edit a purpose's defaults; the confirmation page says how many subjects would change."""
+    purpose = purposes.get(key)
+    form = PurposeForm()
+    if request.method == "GET":
+        form.defaults.data = format_defaults(purpose["defaults"])
+        form.unknown_subject.data = purpose["unknown_subject"]
+    elif form.validate():
+        changes = form.policy()
+        if not form.is_confirmed:
+            return _confirm(
+                f"Change the defaults of {key}?",
+                {
+                    "Defaults now": format_defaults(purpose["defaults"]) or "(none)",
+                    "Defaults after": format_defaults(changes["defaults"]) or "(none)",
+                    "Never-seen IDs": " → ".join(
+                        (purpose["unknown_subject"], changes["unknown_subject"])
+                    ),
+                },
+                url_for("console.purpose_edit", key=key),
+                "Save defaults",
+                None,
+                impact=impact.default_change(key, changes["defaults"]),
+            )
+        purposes.update(current(), key, changes)
+        flash(f"Defaults of {key} saved.")
+        return redirect(url_for("console.purpose_list"))
+    status = 422 if form.errors else 200
+    return render_template("console/purpose_edit.html", purpose=purpose, form=form), status
+
+
+def _form_problem(form: FlaskForm, user_id: str) -> tuple[str, int]:
+    errors = {name: list(messages) for name, messages in form.errors.items()}
+    return _error_page(422, "Check the form", "Some fields need attention.", errors)
+
+
+def _confirm(
+    question: str,
+    facts: dict[str, Any],
+    action: str,
+    button: str,
+    user_id: str | None,
+    impact: dict[str, Any] | None = None,
+) -> str:
+    # The same fields go back as hidden inputs, with confirmed=yes: the confirmation page needs
+    # no script and the second POST is validated again from scratch.
+    fields = [(k, v) for k, v in request.form.items() if k not in ("csrf_token", "confirmed")]
+    return render_template(
+        "console/confirm.html",
+        question=question,
+        facts=facts,
+        fields=fields,
+        action=action,
+        button=button,
+        user_id=user_id,
+        impact=impact,
+    )
