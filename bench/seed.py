@@ -35,7 +35,8 @@ from bench.population import (
     Population,
 )
 from service import create_app
-from service.domain.clock import isoformat, utcnow
+from service.domain import events as ev
+from service.domain.clock import utcnow
 from service.ledger import keys as auth
 from service.ledger import purposes
 from service.ledger.transaction import Actor
@@ -267,12 +268,29 @@ def _event_table(
     )
 
 
-REGISTERED_DATA = pa.array([json.dumps({"jurisdiction": j}) for j in JURISDICTIONS], pa.string())
+# Payloads come from the event types themselves, so seeded rows are exactly what the service
+# writes (one JSON text per jurisdiction or choice, taken per row by Arrow).
+REGISTERED_DATA = pa.array(
+    [
+        json.dumps(ev.SubjectRegistered(user_id="-", jurisdiction=j).to_data())
+        for j in JURISDICTIONS
+    ],
+    pa.string(),
+)
 CHOICE_DATA = pa.array(
     [
         json.dumps(
-            {"state": STATE_NAMES.get(c), "previous": None, "source": CHOICE_SOURCE, "version": 1}
+            ev.ChoiceSet(
+                user_id="-",
+                purpose=PURPOSE,
+                state=str(STATE_NAMES.get(c)),
+                previous=None,
+                source=CHOICE_SOURCE,
+                version=1,
+            ).to_data()
         )
+        if c in STATE_NAMES
+        else "null"
         for c in range(3)
     ],
     pa.string(),
@@ -293,7 +311,7 @@ def events_block(plan: EventPlan, lo: int, hi: int, postgres: bool) -> pa.Table:
             plan,
             seq,
             index,
-            "subject_registered",
+            ev.Kind.SUBJECT_REGISTERED.value,
             _constant(UNKNOWN_SUBJECT, hi - lo, pa.string()),
             _states(pop.default_granted[lo:hi]),
             pc.take(REGISTERED_DATA, pa.array(pop.jurisdiction[lo:hi])),
@@ -306,7 +324,7 @@ def events_block(plan: EventPlan, lo: int, hi: int, postgres: bool) -> pa.Table:
             plan,
             plan.registered_seq[chose] + 1,
             chose,
-            "choice_set",
+            ev.Kind.CHOICE_SET.value,
             _states(pop.default_granted[chose]),
             _states(pop.choice[chose] == GRANTED),
             pc.take(CHOICE_DATA, pa.array(pop.choice[chose])),
@@ -319,11 +337,13 @@ def events_block(plan: EventPlan, lo: int, hi: int, postgres: bool) -> pa.Table:
         index = pop.override_index[in_block]
         data = [
             json.dumps(
-                {
-                    "override_id": int(k) + 1,
-                    "state": STATE_NAMES[int(pop.override_state[k])],
-                    "expires_at": isoformat(plan.override_expiry(int(k))),
-                }
+                ev.OverridePlaced(
+                    user_id="-",
+                    purpose=PURPOSE,
+                    override_id=int(k) + 1,
+                    state=STATE_NAMES[int(pop.override_state[k])],
+                    expires_at=plan.override_expiry(int(k)),
+                ).to_data()
             )
             for k in in_block
         ]
@@ -332,7 +352,7 @@ def events_block(plan: EventPlan, lo: int, hi: int, postgres: bool) -> pa.Table:
                 plan,
                 _override_seq(plan)[in_block],
                 index,
-                "override_placed",
+                ev.Kind.OVERRIDE_PLACED.value,
                 _states(pop.before_override_granted[index]),
                 _states(pop.override_state[in_block] == GRANTED),
                 pa.array(data, pa.string()),

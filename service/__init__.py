@@ -10,7 +10,7 @@ from typing import Any
 
 from flask import Flask, Response, g, request
 
-from service.reads import decisions
+from service.readindex import follow
 from service.runtime import config as config_module
 from service.runtime import database, extensions
 from service.runtime.database import engine_options
@@ -49,7 +49,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     metrics.init_app(app)
     logs.init_app(app)
     ratelimit.init_app(app)
-    decisions.init_app(app)
+    follow.init_app(app)
 
     from service.web.api import register_blueprints
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
 
 def utcnow() -> datetime:
     """Return the current time, timezone-aware, in UTC."""

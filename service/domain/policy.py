@@ -42,6 +42,11 @@ class Policy:
     defaults: Mapping[str, str]
     unknown_subject: str = "denied"
 
+    @classmethod
+    def of(cls, defaults: Mapping[str, str], unknown_subject: str) -> Policy:
+        """A policy holding its own copy of stored defaults (a row's JSON stays the row's)."""
+        return cls(dict(defaults), unknown_subject)
+
 
 @dataclass(frozen=True, slots=True)
 class SubjectFacts:

@@ -9,7 +9,8 @@ from typing import Any
 from service.domain.errors import ValidationFailed
 from service.domain.policy import STATES, is_country, is_selector
 
-USER_ID_RE = re.compile(r"^[A-Za-z0-9._:@-]{1,64}$")
+USER_ID_PATTERN = "^[A-Za-z0-9._:@-]{1,64}$"
+USER_ID_RE = re.compile(USER_ID_PATTERN)
 PURPOSE_KEY_RE = re.compile(r"^[a-z][a-z0-9_]{1,47}$")
 USER_ID_RULE = "1-64 characters from A-Z a-z 0-9 . _ : @ -"
 PURPOSE_KEY_RULE = "^[a-z][a-z0-9_]{1,47}$"

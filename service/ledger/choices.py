@@ -7,6 +7,7 @@ from typing import Any
 
 from service.domain import validation
 from service.domain.errors import BadRequest, NotFound, PreconditionFailed
+from service.domain.events import ChoiceSet
 from service.ledger.subjects import ensure_registered, known_user, refuse_if_erased
 from service.ledger.transaction import Actor, IdempotencyRequest, LedgerWrite
 from service.reads.state import load_user
@@ -88,17 +89,16 @@ def set_choice(
         db.session.flush()
         view = load_user(user_id)
         w.append(
-            "choice_set",
-            user_id=user_id,
-            purpose=purpose,
+            ChoiceSet(
+                user_id=user_id,
+                purpose=purpose,
+                state=state,
+                previous=previous,
+                source=source,
+                version=choice.version,
+            ),
             before=before,
             after=view.resolve(purpose, w.head + 1, w.at).state,
-            data={
-                "state": state,
-                "previous": previous,
-                "source": source,
-                "version": choice.version,
-            },
         )
         result = view.decision(purpose, w.head, w.at)
         w.remember(200, result, {"ETag": etag(choice.version)})

@@ -6,20 +6,22 @@ import hashlib
 import hmac
 import re
 import secrets
+import time
 from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
-from flask import g
+from flask import current_app, g
 
 from service.domain.clock import isoformat
 from service.domain.errors import Conflict, NotFound, Unauthorized, ValidationFailed
+from service.domain.events import KeyCreated, KeyRevoked
 from service.ledger.transaction import Actor, LedgerWrite
+from service.reads.consistent import read_transaction
 from service.runtime.extensions import db
 from service.runtime.models import ROLES, ApiKey
 
 TOKEN_PREFIX = "cl_"
-KEY_EVENTS = frozenset({"key_created", "key_revoked"})
 KEY_NAME_RE = re.compile(r"^[A-Za-z0-9._@-]{1,100}$")
 CLI_ACTOR = Actor("cli", "admin")
 
@@ -56,7 +58,7 @@ def create_key(name: str, role: str, actor: Actor = CLI_ACTOR) -> tuple[dict[str
             raise Conflict(f"A key named {name!r} exists already.")
         key = ApiKey(name=name, role=role, token_hash=hash_token(token), created_at=w.at)
         db.session.add(key)
-        w.append("key_created", data={"name": name, "role": role})
+        w.append(KeyCreated(name=name, role=role))
         doc = key_document(key)
     return doc, token
 
@@ -72,12 +74,47 @@ def active_keys() -> dict[str, tuple[str, str]]:
         return {r.token_hash: (r.name, r.role) for r in rows}
 
 
+class KeyCache:
+    """Every active key's (name, role) by token hash, held per worker so that checking a key
+    needs no database round trip.
+
+    The read index's poll thread reloads it when it applies a key event and marks it current
+    at every poll; a cache not marked current within `max_lag` seconds might still hold a
+    revoked key, so it then answers nothing and the database is asked instead.
+    """
+
+    def __init__(self, max_lag: float) -> None:
+        self.max_lag = max_lag
+        self.keys: dict[str, tuple[str, str]] | None = None
+        self.checked = 0.0
+
+    def reload(self) -> None:
+        """Read every active key again (in an app context)."""
+        self.keys = active_keys()
+
+    def mark_current(self, when: float) -> None:
+        """Note that the ledger had no key event unseen by this cache at `when` (monotonic)."""
+        self.checked = when
+
+    def get(self, token_hash: str) -> tuple[str, str] | None:
+        """(name, role) of an active key, if the cache is current and holds it."""
+        keys = self.keys
+        if keys is None or time.monotonic() - self.checked > self.max_lag:
+            return None
+        return keys.get(token_hash)
+
+
+def cached_key(token_hash: str) -> tuple[str, str] | None:
+    """(name, role) of an active key from this app's key cache, if it can say."""
+    cache: KeyCache | None = current_app.extensions.get("consent_keys")
+    return cache.get(token_hash) if cache is not None else None
+
+
 def list_keys() -> list[dict[str, Any]]:
     """Every key, active and revoked, by name."""
-    rows = db.session.execute(sa.select(ApiKey).order_by(ApiKey.name)).scalars()
-    docs = [key_document(k) for k in rows]
-    db.session.rollback()
-    return docs
+    with read_transaction(consistent=False):
+        rows = db.session.execute(sa.select(ApiKey).order_by(ApiKey.name)).scalars()
+        return [key_document(k) for k in rows]
 
 
 def revoke_key(name: str, actor: Actor = CLI_ACTOR) -> dict[str, Any]:
@@ -88,7 +125,7 @@ def revoke_key(name: str, actor: Actor = CLI_ACTOR) -> dict[str, Any]:
             raise NotFound(f"No key named {name!r}.")
         if key.revoked_at is None:
             key.revoked_at = w.at
-            w.append("key_revoked", data={"name": name, "role": key.role})
+            w.append(KeyRevoked(name=name, role=key.role))
         doc = key_document(key)
     return doc
 

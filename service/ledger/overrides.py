@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from service.domain import validation
 from service.domain.clock import isoformat, utcnow
 from service.domain.errors import Conflict, NotFound, ValidationFailed
+from service.domain.events import OverrideLifted, OverridePlaced
 from service.domain.policy import override_active
 from service.ledger.choices import require_purpose
 from service.ledger.subjects import ensure_registered, refuse_if_erased
@@ -99,18 +100,17 @@ def place(
         db.session.flush()
         after = load_user(user_id).resolve(purpose, w.head + 1, w.at).state
         w.append(
-            "override_placed",
-            user_id=user_id,
-            purpose=purpose,
+            OverridePlaced(
+                user_id=user_id,
+                purpose=purpose,
+                override_id=override.id,
+                state=state,
+                expires_at=expires_at,
+            ),
             before=before_view.resolve(purpose, w.head, w.at).state,
             after=after,
             reason=reason,
             ticket=ticket,
-            data={
-                "override_id": override.id,
-                "state": state,
-                "expires_at": isoformat(expires_at),
-            },
         )
         result = override_document(override, w.head, w.at)
         w.remember(201, result, {})
@@ -140,14 +140,11 @@ def lift(actor: Actor, user_id: str, override_id: int, reason: str) -> dict[str,
         override.lift_reason = reason
         db.session.flush()
         w.append(
-            "override_lifted",
-            user_id=user_id,
-            purpose=override.purpose,
+            OverrideLifted(user_id=user_id, purpose=override.purpose, override_id=override.id),
             before=before,
             after=load_user(user_id).resolve(override.purpose, w.head + 1, w.at).state,
             reason=reason,
             ticket=override.ticket,
-            data={"override_id": override.id},
         )
         result = override_document(override, w.head, w.at)
     return result

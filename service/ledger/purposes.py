@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from service.domain import validation
 from service.domain.clock import isoformat
 from service.domain.errors import Conflict, NotFound
+from service.domain.events import PolicyChanged, PurposeCreated, PurposeUpdated
 from service.ledger.transaction import Actor, LedgerWrite
 from service.reads.consistent import read_transaction
 from service.runtime.extensions import db
@@ -62,9 +63,9 @@ def create(
         )
         db.session.add(purpose)
         w.append(
-            "purpose_created",
-            purpose=key,
-            data={"title": title, "defaults": clean, "unknown_subject": unknown_subject},
+            PurposeCreated(
+                purpose=key, title=title, defaults=clean, unknown_subject=unknown_subject
+            )
         )
         result = purpose_document(purpose)
     return result
@@ -91,18 +92,15 @@ def update(actor: Actor, key: str, changes: Mapping[str, Any]) -> dict[str, Any]
             purpose.version += 1
             purpose.updated_seq = w.head + 1
             purpose.updated_at = w.at
-            kind = (
-                "policy_changed" if any(k in POLICY_FIELDS for k in changed) else "purpose_updated"
-            )
+            change = PolicyChanged if any(k in POLICY_FIELDS for k in changed) else PurposeUpdated
             w.append(
-                kind,
-                purpose=key,
-                data={
-                    "before": {k: old[k] for k in changed},
-                    "after": dict(changed),
-                    "defaults": dict(purpose.defaults),
-                    "unknown_subject": purpose.unknown_subject,
-                },
+                change(
+                    purpose=key,
+                    before={k: old[k] for k in changed},
+                    after=dict(changed),
+                    defaults=dict(purpose.defaults),
+                    unknown_subject=purpose.unknown_subject,
+                )
             )
         result = purpose_document(purpose)
     return result

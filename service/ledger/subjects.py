@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 from service.domain import validation
 from service.domain.errors import Conflict, NotFound
+from service.domain.events import (
+    JurisdictionChanged,
+    LedgerEvent,
+    SubjectErased,
+    SubjectRegistered,
+)
 from service.ledger.transaction import Actor, LedgerWrite
 from service.reads.consistent import head_seq, read_transaction
 from service.reads.state import UserView, load_user
@@ -16,34 +23,22 @@ from service.runtime.models import Subject
 
 def emit_per_purpose(
     w: LedgerWrite,
-    kind: str,
+    event: Callable[[str | None], LedgerEvent],
     before: UserView,
     after: UserView,
-    *,
-    data: dict[str, Any] | None = None,
-    reason: str | None = None,
-    ticket: str | None = None,
 ) -> None:
     """Write one subject-wide change as one event per purpose, each with its effective states.
 
-    A change-feed consumer reads per purpose; with no purposes yet, one event records the change.
+    `event` makes the event for a purpose. A change-feed consumer reads per purpose; with no
+    purposes yet, one event (for no purpose) records the change.
     """
     old = before.states(w.head, w.at)
     new = after.states(w.head + 1, w.at)
     if not new:
-        w.append(kind, user_id=after.user_id, data=data, reason=reason, ticket=ticket)
+        w.append(event(None))
         return
     for purpose, state in new.items():
-        w.append(
-            kind,
-            user_id=after.user_id,
-            purpose=purpose,
-            before=old.get(purpose),
-            after=state,
-            data=data,
-            reason=reason,
-            ticket=ticket,
-        )
+        w.append(event(purpose), before=old.get(purpose), after=state)
 
 
 def ensure_registered(w: LedgerWrite, user_id: str, jurisdiction: str | None = None) -> Subject:
@@ -64,7 +59,12 @@ def ensure_registered(w: LedgerWrite, user_id: str, jurisdiction: str | None = N
     db.session.add(subject)
     db.session.flush()
     emit_per_purpose(
-        w, "subject_registered", before, load_user(user_id), data={"jurisdiction": jurisdiction}
+        w,
+        lambda purpose: SubjectRegistered(
+            user_id=user_id, purpose=purpose, jurisdiction=jurisdiction
+        ),
+        before,
+        load_user(user_id),
     )
     return subject
 
@@ -94,10 +94,14 @@ def put_subject(actor: Actor, user_id: str, jurisdiction: str | None) -> dict[st
                 db.session.flush()
                 emit_per_purpose(
                     w,
-                    "jurisdiction_changed",
+                    lambda purpose: JurisdictionChanged(
+                        user_id=user_id,
+                        purpose=purpose,
+                        previous=previous,
+                        jurisdiction=jurisdiction,
+                    ),
                     before,
                     load_user(user_id),
-                    data={"from": previous, "to": jurisdiction},
                 )
         view = load_user(user_id)
         result = subject_document(view, w.head, w.at)
@@ -120,7 +124,12 @@ def erase(actor: Actor, user_id: str) -> dict[str, Any]:
             subject.updated_seq = w.head + 1
             subject.updated_at = w.at
             db.session.flush()
-            emit_per_purpose(w, "subject_erased", before, load_user(user_id))
+            emit_per_purpose(
+                w,
+                lambda purpose: SubjectErased(user_id=user_id, purpose=purpose),
+                before,
+                load_user(user_id),
+            )
         result = subject_document(load_user(user_id), w.head, w.at)
     return result
 

@@ -11,8 +11,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from service.domain.clock import isoformat, utcnow
+from service.domain.clock import utcnow
 from service.domain.errors import ValidationFailed
+from service.domain.events import LedgerEvent, OverrideExpired
 from service.reads.state import load_user
 from service.runtime.database import WRITE_OPTION
 from service.runtime.extensions import db
@@ -114,26 +115,26 @@ class LedgerWrite:
 
     def append(
         self,
-        kind: str,
+        event: LedgerEvent,
         *,
-        user_id: str | None = None,
-        purpose: str | None = None,
         before: str | None = None,
         after: str | None = None,
         reason: str | None = None,
         ticket: str | None = None,
-        data: dict[str, Any] | None = None,
         actor: tuple[str, str] | None = None,
     ) -> Event:
-        """Append one event with the next seq; it commits with the state change or not at all."""
+        """Append one event with the next seq; it commits with the state change or not at all.
+
+        `before` and `after` are the effective states of (user, purpose) around the event.
+        """
         self._head += 1
         name, role = actor or (self.actor.name, self.actor.role)
-        event = Event(
+        row = Event(
             seq=self._head,
             at=self.at,
-            kind=kind,
-            user_id=user_id,
-            purpose=purpose,
+            kind=event.kind.value,
+            user_id=event.user_id,
+            purpose=event.purpose,
             before=before,
             after=after,
             actor=name,
@@ -141,11 +142,11 @@ class LedgerWrite:
             reason=reason,
             ticket=ticket,
             request_id=self.actor.request_id,
-            data=data,
+            data=event.to_data(),
         )
-        db.session.add(event)
-        self.events.append(event)
-        return event
+        db.session.add(row)
+        self.events.append(row)
+        return row
 
     def remember(self, status: int, body: dict[str, Any], headers: dict[str, str]) -> None:
         """Store the answer under the Idempotency-Key so that a retry gets it back unchanged."""
@@ -188,12 +189,14 @@ class LedgerWrite:
             just_before = override.expires_at - timedelta(microseconds=1)
             override.expired_seq = self._head + 1
             self.append(
-                "override_expired",
-                user_id=override.user_id,
-                purpose=override.purpose,
+                OverrideExpired(
+                    user_id=override.user_id,
+                    purpose=override.purpose,
+                    override_id=override.id,
+                    expires_at=override.expires_at,
+                ),
                 before=view.resolve(override.purpose, self._head, just_before).state,
                 after=view.resolve(override.purpose, self._head + 1, self.at).state,
-                data={"override_id": override.id, "expires_at": isoformat(override.expires_at)},
                 actor=SYSTEM_ACTOR,
             )
 

@@ -15,13 +15,13 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
+from service.domain import events as ev
 from service.domain import validation
-from service.domain.clock import utcnow
+from service.domain.clock import EPOCH, utcnow
 from service.domain.errors import NotFound, ValidationFailed
 from service.domain.policy import OverrideFacts, Policy, Resolution, SubjectFacts, resolve
 from service.ledger.transaction import lock_head
-from service.reads.consistent import head_seq
-from service.reads.state import EPOCH
+from service.reads.consistent import head_seq, read_transaction
 from service.runtime.extensions import db
 from service.runtime.models import Choice, Event, Override, Purpose, Subject
 
@@ -51,8 +51,8 @@ def point_in_time(raw: str | None) -> PointInTime:
     A seq beyond the head, or a time not yet in the past, is a 422: answering it now could
     differ from answering it later.
     """
-    head, head_at = head_seq()
-    db.session.rollback()
+    with read_transaction(consistent=False):
+        head, head_at = head_seq()
     if raw is None or raw == "":
         return PointInTime(head, head_at or EPOCH)
     text = raw.strip()
@@ -75,8 +75,8 @@ def event_time(seq: int) -> datetime:
     """The time of the event numbered seq (the epoch for seq 0)."""
     if seq == 0:
         return EPOCH
-    at = db.session.execute(sa.select(Event.at).where(Event.seq == seq)).scalar_one()
-    db.session.rollback()
+    with read_transaction(consistent=False):
+        at: datetime = db.session.execute(sa.select(Event.at).where(Event.seq == seq)).scalar_one()
     return at
 
 
@@ -84,7 +84,8 @@ def seq_at_time(when: datetime) -> int:
     """The last seq whose event happened at or before `when`, fixed for good.
 
     The head row is locked while reading, so no writer is in flight: every later event gets a
-    time after now, and the answer for `when` can no longer change.
+    time after now, and the answer for `when` can no longer change. (A write lock, not a read
+    transaction: it is released by rolling back, never committed.)
     """
     try:
         lock_head()
@@ -113,19 +114,21 @@ def policy_as_of(purpose: str, seq: int) -> Policy:
             + ("." if row is None else f" as of seq {seq} (it was created at {row.created_seq}).")
         )
     if row.updated_seq <= seq:
-        return Policy(dict(row.defaults), row.unknown_subject)
-    data = db.session.execute(
-        sa.select(Event.data)
+        return Policy.of(row.defaults, row.unknown_subject)
+    row = db.session.execute(
+        sa.select(Event.kind, Event.user_id, Event.purpose, Event.data)
         .where(
             Event.purpose == purpose,
-            Event.kind.in_(("purpose_created", "policy_changed")),
+            Event.kind.in_(ev.POLICY_KINDS),
             Event.user_id.is_(None),
             Event.seq <= seq,
         )
         .order_by(Event.seq.desc())
         .limit(1)
-    ).scalar_one()
-    return Policy(dict(data["defaults"]), data["unknown_subject"])
+    ).one()
+    event = ev.from_row(row)
+    assert isinstance(event, ev.PolicyEvent)
+    return event.policy
 
 
 def _chunks(items: Sequence[str], size: int = IN_CHUNK) -> Iterable[Sequence[str]]:
@@ -133,24 +136,33 @@ def _chunks(items: Sequence[str], size: int = IN_CHUNK) -> Iterable[Sequence[str
         yield items[i : i + size]
 
 
-def _last_event_data(
-    kinds: tuple[str, ...], user_ids: Sequence[str], seq: int, purpose: str | None
-) -> dict[str, tuple[str, dict[str, object]]]:
-    """For each user, the kind and data of their last event of these kinds at or before seq."""
-    found: dict[str, tuple[str, dict[str, object]]] = {}
+def _last_events(
+    kinds: tuple[ev.Kind, ...], user_ids: Sequence[str], seq: int, purpose: str | None
+) -> dict[str, ev.LedgerEvent]:
+    """For each user, their last event of these kinds at or before seq."""
+    found: dict[str, ev.LedgerEvent] = {}
     for chunk in _chunks(user_ids):
-        query = sa.select(Event.user_id, Event.kind, Event.data).where(
+        query = sa.select(Event.user_id, Event.kind, Event.purpose, Event.data).where(
             Event.user_id.in_(chunk), Event.kind.in_(kinds), Event.seq <= seq
         )
         if purpose is not None:
             query = query.where(Event.purpose == purpose)
         for row in db.session.execute(query.order_by(Event.seq)):
-            found[row.user_id] = (row.kind, row.data or {})
+            found[row.user_id] = ev.from_row(row)
     return found
 
 
 def decide(purpose: str, pit: PointInTime, user_ids: Sequence[str]) -> list[Resolution]:
-    """Effective consent for each user ID (well-formed, any order) as of pit, in input order."""
+    """Effective consent for each user ID (well-formed, any order) as of pit, in input order.
+
+    Each row read is exact by its seq on its own (see the module's docstring), so this needs
+    no consistent snapshot and streams of IDs can be answered chunk by chunk.
+    """
+    with read_transaction(consistent=False):
+        return _decide(purpose, pit, user_ids)
+
+
+def _decide(purpose: str, pit: PointInTime, user_ids: Sequence[str]) -> list[Resolution]:
     policy = policy_as_of(purpose, pit.seq)
     seq = pit.seq
     unique = list(dict.fromkeys(user_ids))
@@ -170,11 +182,11 @@ def decide(purpose: str, pit: PointInTime, user_ids: Sequence[str]) -> list[Reso
             subjects[row.user_id] = SubjectFacts(row.jurisdiction, erased)
             if row.updated_seq > seq and not erased:
                 stale_jurisdiction.append(row.user_id)
-    for user_id, (kind, data) in _last_event_data(
-        ("subject_registered", "jurisdiction_changed"), stale_jurisdiction, seq, None
+    for user_id, event in _last_events(
+        ev.JURISDICTION_KINDS, stale_jurisdiction, seq, None
     ).items():
-        value = data.get("jurisdiction") if kind == "subject_registered" else data.get("to")
-        subjects[user_id] = SubjectFacts(value if isinstance(value, str) else None, False)
+        assert isinstance(event, ev.SubjectRegistered | ev.JurisdictionChanged)
+        subjects[user_id] = SubjectFacts(event.jurisdiction, False)
 
     known = [u for u, s in subjects.items() if not s.erased]
     choices: dict[str, str | None] = {}
@@ -212,10 +224,9 @@ def decide(purpose: str, pit: PointInTime, user_ids: Sequence[str]) -> list[Reso
                     o.id, o.state, o.placed_seq, o.expires_at, o.lifted_seq, o.placed_by, o.ticket
                 )
             )
-    for user_id, (_, data) in _last_event_data(("choice_set",), stale_choice, seq, purpose).items():
-        state = data.get("state")
-        choices[user_id] = state if isinstance(state, str) else None
-    db.session.rollback()
+    for user_id, event in _last_events((ev.Kind.CHOICE_SET,), stale_choice, seq, purpose).items():
+        assert isinstance(event, ev.ChoiceSet)
+        choices[user_id] = event.state
 
     return [
         resolve(subjects.get(u), choices.get(u), overrides.get(u, ()), policy, seq, pit.at)

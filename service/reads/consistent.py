@@ -24,19 +24,23 @@ def head_seq() -> tuple[int, datetime | None]:
 
 
 @contextmanager
-def read_transaction() -> Iterator[None]:
-    """A read-only transaction whose statements all see one consistent state of the ledger.
+def read_transaction(*, consistent: bool = True) -> Iterator[None]:
+    """A read-only transaction, ended (rolled back) however the block ends.
 
-    On PostgreSQL it is REPEATABLE READ, so the head seq read first and the rows read after it
-    agree; on SQLite one deferred transaction in WAL mode gives the same guarantee.
+    With `consistent`, all its statements see one state of the ledger: on PostgreSQL it is
+    REPEATABLE READ, so the head seq read first and the rows read after it agree; on SQLite one
+    deferred transaction in WAL mode gives the same guarantee. Without it (one statement, or
+    reads that are exact by seq on their own), it is the backend's default transaction.
+    Every read on the service goes through here, so none leaves a transaction open.
     """
     session = db.session
     if session().in_transaction():
         session.rollback()
-    options: dict[str, Any] = {}
-    if session.get_bind().dialect.name == "postgresql":
-        options = {"isolation_level": "REPEATABLE READ", "postgresql_readonly": True}
-    session.connection(execution_options=options)
+    if consistent:
+        options: dict[str, Any] = {}
+        if session.get_bind().dialect.name == "postgresql":
+            options = {"isolation_level": "REPEATABLE READ", "postgresql_readonly": True}
+        session.connection(execution_options=options)
     try:
         yield
     finally:

@@ -6,6 +6,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from service.domain import events as ev
 from service.domain import validation
 from service.domain.clock import isoformat
 from service.domain.errors import NotFound
@@ -30,12 +31,14 @@ EVENT_COLUMNS = (
 )
 
 
-def event_document(row: Any) -> dict[str, Any]:
-    """An event row as the JSON-ready dict the API answers with."""
+def event_document(row: Any, event: ev.LedgerEvent | None = None) -> dict[str, Any]:
+    """An event row as the JSON-ready dict the API answers with; its `data` is the typed
+    event's own payload (`event`, when the caller has typed the row already)."""
+    event = event or ev.from_row(row)
     return {
         "seq": row.seq,
         "at": isoformat(row.at),
-        "kind": row.kind,
+        "kind": event.kind.value,
         "user_id": row.user_id,
         "purpose": row.purpose,
         "before": row.before,
@@ -45,7 +48,7 @@ def event_document(row: Any) -> dict[str, Any]:
         "reason": row.reason,
         "ticket": row.ticket,
         "request_id": row.request_id,
-        "data": row.data,
+        "data": event.to_data(),
     }
 
 

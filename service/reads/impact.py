@@ -51,7 +51,7 @@ def default_change(purpose: str, new_defaults: Mapping[str, Any]) -> dict[str, A
         row = db.session.get(Purpose, key)
         if row is None:
             raise NotFound(f"Purpose {key!r} does not exist.")
-        old = Policy(dict(row.defaults), row.unknown_subject)
+        old = Policy.of(row.defaults, row.unknown_subject)
         counts = default_subjects_by_jurisdiction(key)
     new = Policy(clean, row.unknown_subject)
     to_granted = to_denied = 0

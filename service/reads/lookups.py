@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 
 from service.domain import validation
 from service.domain.errors import PayloadTooLarge, ValidationFailed
-from service.readindex.index import GRANTED, INVALID, USER_ID_PATTERN, decode
+from service.readindex import codes as cd
 from service.reads import decisions
 from service.reads.streaming import ByteSink
 from service.web import metrics
@@ -35,13 +35,12 @@ def lookup(purpose: str, user_id: str, as_of: str | None) -> dict[str, Any]:
     seq = decisions.pin(as_of, purpose)
     code = decisions.code_of(purpose, seq, user_id)
     metrics.count_code(purpose, code)
-    state, basis = decode(code)
     return {
         "user_id": user_id,
         "purpose": purpose,
-        "allowed": state == "granted",
-        "state": state,
-        "basis": basis,
+        "allowed": code.allowed,
+        "state": code.state,
+        "basis": code.basis,
         "as_of": seq,
     }
 
@@ -91,13 +90,7 @@ def batch_lookup(purpose: str, raw_ids: Sequence[object], as_of: str | None) -> 
 def counted(purpose: str, codes: npt.NDArray[np.uint8]) -> npt.NDArray[np.bool_]:
     """allowed(codes), with the decisions counted for /metrics."""
     metrics.count_codes(purpose, codes)
-    return allowed(codes)
-
-
-def allowed(codes: npt.NDArray[np.uint8]) -> npt.NDArray[np.bool_]:
-    """True where a code is a grant (a malformed ID's code never is)."""
-    mask: npt.NDArray[np.bool_] = (codes != INVALID) & ((codes & GRANTED) == GRANTED)
-    return mask
+    return cd.allowed(codes)
 
 
 def _lines(stream: IO[bytes]) -> Iterator[tuple[list[bytes], bool]]:
@@ -124,7 +117,7 @@ def _as_ids(lines: list[bytes], ascii_only: bool) -> pa.Array:
     if ascii_only:
         return pa.array(lines, pa.string())  # the index itself tells IDs from other text
     raw = pa.array(lines, pa.binary())
-    ok = pc.fill_null(pc.match_substring_regex(raw, USER_ID_PATTERN), False)
+    ok = pc.fill_null(pc.match_substring_regex(raw, validation.USER_ID_PATTERN), False)
     return pc.cast(pc.if_else(ok, raw, pa.scalar(None, pa.binary())), pa.string())
 
 
@@ -143,7 +136,7 @@ def _arrow_codes(purpose: str, seq: int, column: pa.Array) -> npt.NDArray[np.uin
         # Numeric IDs are digit strings: -7 is no numeric ID (and must not match the ID "-7").
         values = pc.fill_null(pc.cast(column, pa.int64(), safe=False), -1).to_numpy()
         small = (values >= 0) & (values < NUMERIC_LIMIT)
-        out = np.full(len(values), INVALID, dtype=np.uint8)
+        out = cd.full(len(values), cd.INVALID)
         if small.any():
             out[small] = decisions.number_codes(purpose, seq, values[small])
         large = np.flatnonzero(values >= NUMERIC_LIMIT)

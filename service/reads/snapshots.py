@@ -15,9 +15,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 
-from service.readindex.index import BASES, BASIS_CODE, GRANTED, INVALID, encode
+from service.readindex import codes as cd
+from service.readindex.follow import ready_index
 from service.reads import decisions
 from service.reads.asof import PointInTime, decide, event_time
+from service.reads.consistent import read_transaction
 from service.reads.streaming import ByteSink
 from service.runtime.extensions import db
 from service.runtime.models import Subject
@@ -29,7 +31,7 @@ FORMATS = {
     "ndjson": "application/x-ndjson",
     "parquet": "application/vnd.apache.parquet",
 }
-BASIS_NAMES = pa.array(BASES, pa.string())
+BASIS_NAMES = pa.array(cd.BASES, pa.string())
 SNAPSHOT_SCHEMA = pa.schema(
     [
         pa.field("user_id", pa.string(), nullable=False),
@@ -54,22 +56,20 @@ def _database_pages(purpose: str, seq: int, want_allowed: bool) -> Iterator[pa.T
         query = sa.select(Subject.user_id).where(Subject.registered_seq <= seq)
         if last is not None:
             query = query.where(order > last)
-        ids = list(db.session.execute(query.order_by(order).limit(PAGE)).scalars())
-        db.session.rollback()
+        with read_transaction(consistent=False):
+            ids = list(db.session.execute(query.order_by(order).limit(PAGE)).scalars())
         if not ids:
             return
-        codes = np.array([encode(r) for r in decide(purpose, pit, ids)], dtype=np.uint8)
+        codes = cd.as_codes([cd.encode(r) for r in decide(purpose, pit, ids)])
         yield _page(pa.array(ids, pa.string()), codes, want_allowed)
         last = ids[-1]
 
 
 def _page(ids: pa.Array, codes: npt.NDArray[np.uint8], want_allowed: bool) -> pa.Table:
     """The rows of one page that are known subjects in the wanted set, with their basis."""
-    basis = codes >> 1
-    keep = (basis != BASIS_CODE["unknown"]) & (codes != INVALID)
-    keep &= ((codes & GRANTED) == GRANTED) == want_allowed
+    keep = cd.known(codes) & (cd.allowed(codes) == want_allowed)
     picked = np.flatnonzero(keep)
-    bases = pa.DictionaryArray.from_arrays(pa.array(basis[picked].astype(np.int8)), BASIS_NAMES)
+    bases = pa.DictionaryArray.from_arrays(pa.array(cd.basis_indices(codes[picked])), BASIS_NAMES)
     return pa.table(
         [ids.take(pa.array(picked)), pc.cast(bases, pa.string())], schema=SNAPSHOT_SCHEMA
     )
@@ -77,7 +77,7 @@ def _page(ids: pa.Array, codes: npt.NDArray[np.uint8], want_allowed: bool) -> pa
 
 def pages(purpose: str, seq: int, want_allowed: bool) -> Iterator[pa.Table]:
     """Pages of (user_id, basis) for subjects known as of seq and in the wanted set."""
-    index = decisions.ready_index()
+    index = ready_index()
     if index is None or not index.built_seq <= seq <= index.seq:
         yield from _database_pages(purpose, seq, want_allowed)
         return

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
-from service.domain.clock import isoformat
+from service.domain.clock import EPOCH, isoformat
 from service.domain.policy import OverrideFacts, Policy, Resolution, SubjectFacts, resolve
 from service.runtime.extensions import db
 from service.runtime.models import Choice, Override, Purpose, Subject
-
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +82,7 @@ def policies() -> dict[str, Policy]:
     rows = db.session.execute(
         sa.select(Purpose.key, Purpose.defaults, Purpose.unknown_subject).order_by(Purpose.key)
     )
-    return {r.key: Policy(dict(r.defaults), r.unknown_subject) for r in rows}
+    return {r.key: Policy.of(r.defaults, r.unknown_subject) for r in rows}
 
 
 def load_user(user_id: str) -> UserView:

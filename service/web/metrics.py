@@ -13,8 +13,8 @@ import numpy.typing as npt
 import sqlalchemy as sa
 from flask import Flask, Response, current_app, g, request
 
-from service.readindex.index import BASES, GRANTED, INVALID
-from service.runtime.extensions import db
+from service.readindex import codes as cd
+from service.reads.consistent import head_seq, read_transaction
 
 if TYPE_CHECKING:
     from prometheus_client.core import Metric
@@ -104,28 +104,23 @@ def instruments() -> Instruments:
     return _made[0]
 
 
-# (basis, allowed) label values of every one-byte decision code; INVALID separately.
-_CODE_LABELS: dict[int, tuple[str, str]] = {
-    i * 2 + granted: (basis, "true" if granted else "false")
-    for i, basis in enumerate(BASES)
-    for granted in (0, GRANTED)
-}
-_CODE_LABELS[INVALID] = ("invalid", "false")
+# (basis, allowed) label values of every one-byte decision code.
+_CODE_LABELS: dict[int, tuple[str, str]] = cd.labels()
 
 
 def count_codes(purpose: str, codes: npt.NDArray[np.uint8]) -> None:
     """Count a batch of decision codes (one vectorised pass, then one increment per kind)."""
     if len(codes) == 0:
         return
-    counts = np.bincount(codes, minlength=INVALID + 1)
+    counts = np.bincount(codes, minlength=cd.INVALID + 1)
     m = instruments()
     for code in np.flatnonzero(counts).tolist():
         m.decided(purpose, code).inc(int(counts[code]))
 
 
-def count_code(purpose: str, code: int) -> None:
+def count_code(purpose: str, code: cd.Code) -> None:
     """Count one decision."""
-    instruments().decided(purpose, code).inc()
+    instruments().decided(purpose, code.value).inc()
 
 
 def index_caught_up(seq: int, at: float) -> None:
@@ -165,11 +160,10 @@ class _Fixed:
 def _head_seq() -> int | None:
     """The ledger head, or None when the database cannot say (the scrape still answers)."""
     try:
-        return int(db.session.execute(sa.text("SELECT seq FROM ledger_head")).scalar_one())
+        with read_transaction(consistent=False):
+            return head_seq()[0]
     except sa.exc.SQLAlchemyError:
         return None
-    finally:
-        db.session.rollback()
 
 
 def _lag(families: list[Metric], head: int | None) -> list[Metric]:

@@ -13,6 +13,7 @@ import pytest
 from flask import Flask
 from werkzeug.test import TestResponse
 
+from service.domain.events import SubjectRegistered
 from service.ledger.transaction import Actor, LedgerWrite
 from service.runtime.extensions import db
 from service.runtime.models import Subject
@@ -200,12 +201,9 @@ def register_many(app: Flask, subjects: dict[str, str | None], states: dict[str,
                 )
             )
             w.append(
-                "subject_registered",
-                user_id=user_id,
-                purpose=PURPOSE,
+                SubjectRegistered(user_id=user_id, purpose=PURPOSE, jurisdiction=jurisdiction),
                 before="denied",
                 after=states[user_id],
-                data={"jurisdiction": jurisdiction},
             )
 
 

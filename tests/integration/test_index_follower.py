@@ -15,8 +15,9 @@ from flask import Flask
 import service.readindex.index
 from service import create_app
 from service.ledger import keys as auth
-from service.readindex.index import decode
-from service.reads.decisions import Follower, catch_up
+from service.readindex.build import build
+from service.readindex.directory import Directory
+from service.readindex.follow import Follower, catch_up
 from service.runtime.extensions import db
 from tests.conftest import app_config
 from tests.factories import Api, bearer
@@ -81,7 +82,7 @@ def test_a_revoked_key_is_refused_once_the_poll_has_seen_it(polled: tuple[Flask,
     api.purpose()
     token = api.tokens["pipeline"]
     follower: Follower = app.extensions["consent_index"]
-    assert eventually(lambda: follower.keys is not None and len(follower.keys) == 4)
+    assert eventually(lambda: follower.keys.keys is not None and len(follower.keys.keys) == 4)
     with app.app_context():
         auth.revoke_key("pipeline-key")
     assert eventually(
@@ -92,7 +93,7 @@ def test_a_revoked_key_is_refused_once_the_poll_has_seen_it(polled: tuple[Flask,
 def stalled(app: Flask) -> Follower:
     """Stop the app's poll thread once its index is built, as if it were starved of CPU."""
     follower: Follower = app.extensions["consent_index"]
-    assert eventually(lambda: follower.index is not None and follower.keys is not None)
+    assert eventually(lambda: follower.index is not None and follower.keys.keys is not None)
     follower.stop()
     time.sleep(0.1)
     follower.last_poll = time.monotonic() - follower.max_lag - 1
@@ -151,16 +152,16 @@ def test_request_threads_catching_up_beside_each_other_lose_no_subject(
     # Compact after every few new IDs, so the racing catch-ups compact over and over.
     monkeypatch.setattr(service.readindex.index, "COMPACT_AFTER", 2)
     # ...and widen the window between a compaction's copy of the keys and its swap.
-    index_keys = service.readindex.index.ConsentIndex._index_keys
+    index_keys = Directory._index_keys
 
-    def slow_index_keys(self: service.readindex.index.ConsentIndex) -> None:
+    def slow_index_keys(self: Directory) -> None:
         time.sleep(random.uniform(0, 0.01))
         index_keys(self)
 
-    monkeypatch.setattr(service.readindex.index.ConsentIndex, "_index_keys", slow_index_keys)
+    monkeypatch.setattr(Directory, "_index_keys", slow_index_keys)
     api.purpose(defaults={"*": "granted"})
     with app.app_context():
-        index = service.readindex.index.build()
+        index = build()
     errors: list[BaseException] = []
     writing = threading.Event()
     writing.set()
@@ -187,11 +188,11 @@ def test_request_threads_catching_up_beside_each_other_lose_no_subject(
     assert not errors
     with app.app_context():
         catch_up(index)
+    codes = [index.code_of("model_training", index.seq, uid) for uid in ids]
     wrong = [
         uid
-        for i, uid in enumerate(ids)
-        if index.code_of("model_training", index.seq, uid) is None
-        or decode(index.code_of("model_training", index.seq, uid) or 0)
-        != ("granted" if i % 2 == 0 else "denied", "choice")
+        for i, (uid, code) in enumerate(zip(ids, codes, strict=True))
+        if code is None
+        or (code.state, code.basis) != ("granted" if i % 2 == 0 else "denied", "choice")
     ]
     assert not wrong

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from flask import Flask
 
 import service.ledger.transaction
+from service.domain.events import LedgerEvent
 from service.ledger.transaction import LedgerWrite
 from service.reads.consistent import head_seq
 from service.runtime.extensions import db
@@ -34,11 +35,11 @@ def test_a_write_that_fails_halfway_leaves_nothing_behind(
     real_append = LedgerWrite.append
     calls = {"n": 0}
 
-    def failing_append(self: LedgerWrite, kind: str, **kwargs: Any) -> Any:
+    def failing_append(self: LedgerWrite, event: LedgerEvent, **kwargs: Any) -> Any:
         calls["n"] += 1
         if calls["n"] == 2:
             raise RuntimeError("disk on fire")
-        return real_append(self, kind, **kwargs)
+        return real_append(self, event, **kwargs)
 
     monkeypatch.setattr(LedgerWrite, "append", failing_append)
     app.config["PROPAGATE_EXCEPTIONS"] = False

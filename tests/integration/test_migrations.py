@@ -11,6 +11,7 @@ from alembic.migration import MigrationContext
 from flask import Flask
 from flask_migrate import downgrade, upgrade
 
+from service.domain import events as ev
 from service.ledger.transaction import Actor, LedgerWrite
 from service.runtime.extensions import db
 from service.runtime.readiness import MIGRATIONS_DIR
@@ -64,7 +65,7 @@ def test_downgrade_to_base_and_upgrade_to_head_both_work(app: Flask) -> None:
 def test_events_are_append_only_in_the_database(app: Flask) -> None:
     with app.app_context():
         with LedgerWrite(Actor("tester", "admin")) as write:
-            write.append("test_recorded", reason="original")
+            write.append(ev.KeyCreated(name="tester", role="admin"), reason="original")
             seq = write.head
 
         for statement in (
@@ -79,4 +80,4 @@ def test_events_are_append_only_in_the_database(app: Flask) -> None:
             rows = conn.execute(
                 sa.text("SELECT seq, kind, reason FROM events WHERE seq = :seq"), {"seq": seq}
             ).all()
-        assert [tuple(row) for row in rows] == [(seq, "test_recorded", "original")]
+        assert [tuple(row) for row in rows] == [(seq, "key_created", "original")]

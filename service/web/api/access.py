@@ -9,9 +9,8 @@ from typing import Any, TypeVar, cast
 from flask import g, request
 
 from service.domain.errors import Forbidden, UnsupportedMediaType
-from service.ledger.keys import authenticate
+from service.ledger.keys import authenticate, cached_key
 from service.ledger.transaction import Actor
-from service.reads.decisions import cached_key
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -6,6 +6,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from service.domain import events as ev
 from service.domain import validation
 from service.ledger.overrides import override_document
 from service.ledger.subjects import subject_document
@@ -14,6 +15,7 @@ from service.reads.history import EVENT_COLUMNS, event_document
 from service.reads.state import load_user
 from service.runtime.extensions import db
 from service.runtime.models import Event, Override
+from service.web.console.wording import event_words
 
 PAGE_SIZE = 50
 
@@ -46,7 +48,13 @@ def user_record(user_id: str, page: int = 1, page_size: int = PAGE_SIZE) -> dict
         **subject_document(view, seq, at),
         "known": view.subject is not None,
         "overrides": override_docs,
-        "events": [event_document(r) for r in rows[:page_size]],
+        "events": [_timeline_entry(r) for r in rows[:page_size]],
         "page": page,
         "has_more": len(rows) > page_size,
     }
+
+
+def _timeline_entry(row: Any) -> dict[str, Any]:
+    """An event as the API gives it, with what happened in words."""
+    event = ev.from_row(row)
+    return {**event_document(row, event), "what": event_words(event)}

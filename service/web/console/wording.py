@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from service.domain import events as ev
+from service.domain.clock import isoformat
 from service.domain.policy import WILDCARD
 
 
@@ -33,3 +35,32 @@ def basis_words(decision: dict[str, Any]) -> str:
     else:
         why = selector_words(decision.get("default_selector"))
     return f"{state} — {why}"
+
+
+def event_words(event: ev.LedgerEvent) -> str:
+    """What an event did, in words: 'Jurisdiction DE → FR', 'Override #3 lifted', …"""
+    match event:
+        case ev.SubjectRegistered(jurisdiction=jurisdiction):
+            return f"Registered (jurisdiction {jurisdiction or 'none'})"
+        case ev.JurisdictionChanged(previous=previous, jurisdiction=jurisdiction):
+            return f"Jurisdiction {previous or 'none'} → {jurisdiction or 'none'}"
+        case ev.SubjectErased():
+            return "Erased: every purpose denied from here on"
+        case ev.ChoiceSet(state=state, source=source, version=version):
+            return f"User's choice: {state} (source {source}, version {version})"
+        case ev.OverridePlaced(override_id=oid, state=state, expires_at=expires):
+            until = f", expires {isoformat(expires)}" if expires else ", no expiry"
+            return f"Override #{oid} placed: {state}{until}"
+        case ev.OverrideLifted(override_id=oid):
+            return f"Override #{oid} lifted"
+        case ev.OverrideExpired(override_id=oid):
+            return f"Override #{oid} expired"
+        case ev.PurposeCreated(title=title):
+            return f"Purpose created: {title}"
+        case ev.PolicyChanged() | ev.PurposeUpdated():
+            return "Purpose changed: " + ", ".join(sorted(event.after))
+        case ev.KeyCreated(name=name, role=role):
+            return f"Key {name} ({role}) created"
+        case ev.KeyRevoked(name=name, role=role):
+            return f"Key {name} ({role}) revoked"
+    return event.kind.value
