@@ -37,7 +37,7 @@ from bench.population import (
 from service import create_app
 from service.domain import events as ev
 from service.domain.clock import utcnow
-from service.ledger import keys as auth
+from service.ledger import keys as api_keys
 from service.ledger import purposes
 from service.ledger.transaction import Actor
 from service.reads.consistent import head_seq
@@ -477,8 +477,8 @@ def seed(database_url: str, subjects: int, random_seed: int = DEFAULT_SEED) -> S
     while utcnow() <= plan.last_at and time.monotonic() < deadline:
         time.sleep(0.01)
     with app.app_context():
-        _, pipeline_token = auth.create_key(PIPELINE_KEY_NAME, "pipeline", SEED_ACTOR)
-        _, app_token = auth.create_key(APP_KEY_NAME, "app", SEED_ACTOR)
+        _, pipeline_token = api_keys.create_key(PIPELINE_KEY_NAME, "pipeline", SEED_ACTOR)
+        _, app_token = api_keys.create_key(APP_KEY_NAME, "app", SEED_ACTOR)
         final_head, _ = head_seq()
         db.session.rollback()
         db.engine.dispose()

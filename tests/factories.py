@@ -10,7 +10,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from service.ledger import keys as auth
+from service.ledger import keys as api_keys
 from service.runtime.extensions import db
 
 DEFAULTS = {"EEA": "denied", "*": "granted"}
@@ -29,7 +29,7 @@ LEDGER_TABLES = (
 def make_key(app: Flask, *, role: str, name: str | None = None) -> str:
     """Create an API key and return its token."""
     with app.app_context():
-        _, token = auth.create_key(name or f"{role}-key", role)
+        _, token = api_keys.create_key(name or f"{role}-key", role)
     return token
 
 
@@ -68,7 +68,7 @@ class Api:
     def __init__(self, app: Flask, client: FlaskClient) -> None:
         self.app = app
         self.client = client
-        self.tokens = {role: make_key(app, role=role) for role in auth.ROLES}
+        self.tokens = {role: make_key(app, role=role) for role in api_keys.ROLES}
 
     def call(
         self,

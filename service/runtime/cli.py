@@ -16,7 +16,7 @@ from flask_migrate import downgrade as alembic_downgrade
 from flask_migrate import upgrade as alembic_upgrade
 
 from service.domain.errors import ConsentError
-from service.ledger import keys as auth
+from service.ledger import keys as api_keys
 from service.ledger import purposes
 from service.reads.state import policies
 from service.runtime.extensions import db
@@ -64,7 +64,7 @@ def keys() -> None:
 def keys_create(role: str, name: str) -> None:
     """Create a key and print its token once, alone on the last line."""
     try:
-        doc, token = auth.create_key(name, role)
+        doc, token = api_keys.create_key(name, role)
     except ConsentError as exc:
         _fail(exc)
     click.echo(
@@ -77,7 +77,7 @@ def keys_create(role: str, name: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def keys_list(as_json: bool) -> None:
     """List keys (never their tokens)."""
-    docs = auth.list_keys()
+    docs = api_keys.list_keys()
     if as_json:
         click.echo(json.dumps(docs, indent=2))
         return
@@ -91,7 +91,7 @@ def keys_list(as_json: bool) -> None:
 def keys_revoke(name: str) -> None:
     """Revoke a key; once this returns, every worker refuses it."""
     try:
-        doc = auth.revoke_key(name)
+        doc = api_keys.revoke_key(name)
     except ConsentError as exc:
         _fail(exc)
     # A worker trusts its key cache for at most the index's max lag, then asks the database
@@ -156,7 +156,7 @@ def purposes_create(
     """Create purpose KEY with its default policy."""
     try:
         doc = purposes.create(
-            auth.CLI_ACTOR, key, title, description, _parse_defaults(defaults), unknown_subject
+            api_keys.CLI_ACTOR, key, title, description, _parse_defaults(defaults), unknown_subject
         )
     except ConsentError as exc:
         _fail(exc)

@@ -11,7 +11,7 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from service.domain.errors import ValidationFailed
-from service.ledger import keys as auth
+from service.ledger import keys as api_keys
 from service.runtime import models
 from service.runtime.extensions import db
 from tests.factories import assert_problem, bearer, ledger_state, make_key
@@ -160,7 +160,7 @@ def test_a_request_with_a_bad_authorization_header_is_a_401_with_a_bearer_challe
     api: Any, world: dict[str, Any], header: str, method: str, path: str, body: Any
 ) -> None:
     token = api.tokens["admin"]
-    value = header.format(admin=token, admin_hash=auth.hash_token(token))
+    value = header.format(admin=token, admin_hash=api_keys.hash_token(token))
     before = ledger_state(api.app)
     resp = api.client.open(path, method=method, json=body, headers={"Authorization": value})
     _assert_unauthorized(resp)
@@ -172,7 +172,7 @@ def test_a_revoked_key_is_refused_on_the_very_next_request(api: Any, world: dict
     path = "/v1/users/u1/consents/model_training"
     assert api.client.get(path, headers=bearer(token)).status_code == 200
     with api.app.app_context():
-        auth.revoke_key("settings-backend")
+        api_keys.revoke_key("settings-backend")
     _assert_unauthorized(api.client.get(path, headers=bearer(token)))
     before = ledger_state(api.app)
     resp = api.client.put(path, json={"state": "denied"}, headers=bearer(token))
@@ -219,19 +219,19 @@ def _rows(app: Flask, table: str) -> list[dict[str, Any]]:
 
 def test_a_key_is_stored_only_as_a_hash_of_its_token(app: Flask) -> None:
     with app.app_context():
-        doc, token = auth.create_key("pipeline-nightly", "pipeline")
-    assert token.startswith(auth.TOKEN_PREFIX) and len(token) > 40
+        doc, token = api_keys.create_key("pipeline-nightly", "pipeline")
+    assert token.startswith(api_keys.TOKEN_PREFIX) and len(token) > 40
     assert "token" not in doc and "token_hash" not in doc
     keys = _rows(app, "api_keys")
     assert len(keys) == 1
     assert all(token not in str(value) for value in keys[0].values())
-    assert all(token[len(auth.TOKEN_PREFIX) :] not in str(v) for v in keys[0].values())
-    assert keys[0]["token_hash"] == auth.hash_token(token)
+    assert all(token[len(api_keys.TOKEN_PREFIX) :] not in str(v) for v in keys[0].values())
+    assert keys[0]["token_hash"] == api_keys.hash_token(token)
     events = _rows(app, "events")
     assert [e["kind"] for e in events] == ["key_created"]
     assert all(token not in str(value) for e in events for value in e.values())
     with app.app_context():
-        assert all(token not in str(k) for k in auth.list_keys())
+        assert all(token not in str(k) for k in api_keys.list_keys())
 
 
 def test_two_keys_never_share_a_token(app: Flask) -> None:
@@ -241,7 +241,7 @@ def test_two_keys_never_share_a_token(app: Flask) -> None:
 
 def test_a_key_whose_role_is_unknown_cannot_be_created(app: Flask) -> None:
     with app.app_context(), pytest.raises(ValidationFailed):
-        auth.create_key("root", "superuser")
+        api_keys.create_key("root", "superuser")
     assert _rows(app, "api_keys") == []
 
 

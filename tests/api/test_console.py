@@ -15,7 +15,7 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from service import create_app
-from service.ledger import keys as auth
+from service.ledger import keys as api_keys
 from service.reads import impact
 from service.runtime.extensions import db
 from service.web.console.sessions import persisted_secret
@@ -188,7 +188,7 @@ def test_revoking_the_key_ends_its_session_on_the_next_request(
 ) -> None:
     assert staffed.get("/console/users/u1").status_code == 200
     with app.app_context():
-        auth.revoke_key("support-key")
+        api_keys.revoke_key("support-key")
     assert staffed.get("/console/users/u1").status_code == 302
 
 

@@ -14,7 +14,7 @@ from flask import Flask
 
 import service.readindex.index
 from service import create_app
-from service.ledger import keys as auth
+from service.ledger import keys as api_keys
 from service.readindex.build import build
 from service.readindex.directory import Directory
 from service.readindex.follow import Follower, catch_up
@@ -84,7 +84,7 @@ def test_a_revoked_key_is_refused_once_the_poll_has_seen_it(polled: tuple[Flask,
     follower: Follower = app.extensions["consent_index"]
     assert eventually(lambda: follower.keys.keys is not None and len(follower.keys.keys) == 4)
     with app.app_context():
-        auth.revoke_key("pipeline-key")
+        api_keys.revoke_key("pipeline-key")
     assert eventually(
         lambda: api.client.get("/v1/purposes", headers=bearer(token)).status_code == 401
     )
