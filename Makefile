@@ -21,7 +21,7 @@ migrate: $(STAMP)
 
 run: migrate
 	@echo
-	@echo "Consent Ledger on http://$(HOST):$(PORT)  (database: $${CONSENT_DATABASE_URL:-instance/consent.db})"
+	@echo "Consent Ledger on http://$(HOST):$(PORT)  (database: $${CONSENT_DATABASE_URL:-$${CONSENT_INSTANCE_PATH:-instance}/consent.db})"
 	@echo "Create a key in another shell:  $(BIN)/consent keys create --role admin --name me"
 	@echo "Then:  curl -H \"Authorization: Bearer <token>\" http://$(HOST):$(PORT)/v1/purposes"
 	@echo
