@@ -7,21 +7,27 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 WORKERS ?= 2
 
-.PHONY: run test lint typecheck pytest openapi migrate clean bench bench-quick fuzz soak screenshots
+.PHONY: run test lint typecheck pytest openapi migrate clean bench bench-quick fuzz soak screenshots lock
 
-$(STAMP): pyproject.toml
+# Every package comes from requirements/lock.txt, hash-checked; the project itself is then
+# linked in without resolving anything (setuptools, its build backend, is in the lock too).
+$(STAMP): pyproject.toml requirements/lock.txt
 	@command -v $(PYTHON) >/dev/null || { echo "needs $(PYTHON)"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements/lock.txt
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
+
+# After changing dependencies in pyproject.toml (LOCK_ARGS=--upgrade moves every pin to the newest).
+lock: $(STAMP)
+	$(BIN)/python requirements/lock.py $(LOCK_ARGS)
 
 migrate: $(STAMP)
 	$(BIN)/consent db upgrade
 
 run: migrate
 	@echo
-	@echo "Consent Ledger on http://$(HOST):$(PORT)  (database: $${CONSENT_DATABASE_URL:-instance/consent.db})"
+	@echo "Consent Ledger on http://$(HOST):$(PORT)  (database: $${CONSENT_DATABASE_URL:-$${CONSENT_INSTANCE_PATH:-instance}/consent.db})"
 	@echo "Create a key in another shell:  $(BIN)/consent keys create --role admin --name me"
 	@echo "Then:  curl -H \"Authorization: Bearer <token>\" http://$(HOST):$(PORT)/v1/purposes"
 	@echo

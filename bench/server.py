@@ -118,31 +118,38 @@ def gunicorn(
     database_url: str | None = None,
     ready_path: str = "/readyz",
     ready_timeout: float = 120.0,
+    venv: Path | None = None,
 ) -> Iterator[Server]:
     """Run gunicorn as `make run` does (same settings module, 2 workers, access log on).
 
-    `app` overrides the settings' wsgi_app (the baseline); the server is stopped on exit,
-    however the block ends.
+    `app` overrides the settings' wsgi_app (the baseline); `venv` serves the service installed
+    there, from `log_dir`, instead of this checkout. The server is stopped on exit, however the
+    block ends.
     """
     port = free_port()
     env = dict(os.environ)
-    env.update(
-        CONSENT_BIND=f"{HOST}:{port}",
-        CONSENT_WORKERS=str(WORKERS),
-        CONSENT_ACCESS_LOG="-",
-        PYTHONPATH=str(REPO),
-    )
+    env.update(CONSENT_BIND=f"{HOST}:{port}", CONSENT_WORKERS=str(WORKERS), CONSENT_ACCESS_LOG="-")
+    if venv is None:
+        env["PYTHONPATH"] = str(REPO)
+    else:
+        env.pop("PYTHONPATH", None)
     # The limiter runs (its cost is part of every figure) but never trips a benchmark.
     env.setdefault("CONSENT_RATE_LIMIT", "1000000 per second")
     if database_url is not None:
         env["CONSENT_DATABASE_URL"] = database_url
-    command = [str(GUNICORN), "--config", "python:service.runtime.gunicorn_conf"]
+    executable = GUNICORN if venv is None else venv / "bin" / "gunicorn"
+    command = [str(executable), "--config", "python:service.runtime.gunicorn_conf"]
     if app is not None:
         command.append(app)
     log_path = log_dir / f"{name}.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            command,
+            cwd=REPO if venv is None else log_dir,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     server = Server(process, port, log_path)
     try:

@@ -23,8 +23,10 @@ REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Create the app from the environment, with `config` overriding it (tests pass theirs)."""
-    app = Flask(__name__, instance_relative_config=True)
-    app.config.update(config_module.from_environ())
+    app = Flask(
+        __name__, instance_path=config_module.instance_path(), instance_relative_config=True
+    )
+    app.config.update(config_module.from_environ(app.instance_path))
     if config:
         app.config.update(config)
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {

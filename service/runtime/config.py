@@ -6,12 +6,26 @@ import os
 from pathlib import Path
 from typing import Any
 
-DEFAULT_SQLITE_PATH = Path("instance") / "consent.db"
+DEFAULT_SQLITE_NAME = "consent.db"
 
 
-def default_database_url() -> str:
+def instance_path() -> str | None:
+    """The instance folder from CONSENT_INSTANCE_PATH, or None for Flask's default for the package.
+
+    Never the working directory: `consent` run from anywhere must open the server's database.
+    """
+    value = os.environ.get("CONSENT_INSTANCE_PATH", "").strip()
+    if not value:
+        return None
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        raise ValueError(f"CONSENT_INSTANCE_PATH must be an absolute path, not {value!r}")
+    return str(path)
+
+
+def default_database_url(instance_path: str) -> str:
     """Return the embedded SQLite URL used when CONSENT_DATABASE_URL is unset."""
-    return f"sqlite:///{DEFAULT_SQLITE_PATH.resolve()}"
+    return f"sqlite:///{Path(instance_path) / DEFAULT_SQLITE_NAME}"
 
 
 def normalise_database_url(url: str) -> str:
@@ -22,16 +36,16 @@ def normalise_database_url(url: str) -> str:
     return url
 
 
-def database_url() -> str:
+def database_url(instance_path: str) -> str:
     """Return the database URL from CONSENT_DATABASE_URL, or the SQLite default."""
     url = os.environ.get("CONSENT_DATABASE_URL", "").strip()
-    return normalise_database_url(url) if url else default_database_url()
+    return normalise_database_url(url) if url else default_database_url(instance_path)
 
 
-def from_environ() -> dict[str, Any]:
-    """Build the Flask configuration from the environment."""
+def from_environ(instance_path: str) -> dict[str, Any]:
+    """Build the Flask configuration from the environment, for an app with this instance folder."""
     return {
-        "SQLALCHEMY_DATABASE_URI": database_url(),
+        "SQLALCHEMY_DATABASE_URI": database_url(instance_path),
         "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
         "CONSENT_DB_TIMEOUT_SECONDS": float(os.environ.get("CONSENT_DB_TIMEOUT_SECONDS", "5")),
         "CONSENT_EXPIRY_SWEEP_SECONDS": float(os.environ.get("CONSENT_EXPIRY_SWEEP_SECONDS", "5")),

@@ -11,7 +11,16 @@ from alembic.script import ScriptDirectory
 
 from service.runtime.extensions import db
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+
+def _migrations_dir() -> Path:
+    """The Alembic scripts: service/migrations/ in an installed wheel (pyproject maps them there),
+    else migrations/ at the top of the checkout (an editable install runs from it)."""
+    package = Path(__file__).resolve().parents[1]
+    shipped = package / "migrations"
+    return shipped if shipped.is_dir() else package.parent / "migrations"
+
+
+MIGRATIONS_DIR = _migrations_dir()
 
 
 @functools.cache
