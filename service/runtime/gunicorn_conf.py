@@ -17,7 +17,7 @@ else:
     METRICS_DIR, OWN_METRICS_DIR = tempfile.mkdtemp(prefix="consent-metrics-"), True
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = METRICS_DIR
 
-from service import logs  # noqa: E402(after the metrics directory is set)
+from service.web import logs  # noqa: E402  (after the metrics directory is set)
 
 bind = os.environ.get("CONSENT_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("CONSENT_WORKERS", "2"))
