@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from bench.population import ID_BASE, PURPOSE
 from bench.report import Figure
 from bench.server import rss_bytes
-from bench.workloads import Session
+from bench.workloads.session import Session
 
 CONSENT = Path(sys.executable).parent / "consent"
 TARGET_ROWS_PER_SECOND = 2_000_000
