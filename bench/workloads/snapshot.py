@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.client
 import io
-import threading
 import time
 
 import numpy as np
@@ -15,44 +14,9 @@ import pyarrow.parquet as pq
 from bench import clients
 from bench.population import BASIS_NAMES, ID_BASE, PURPOSE
 from bench.report import MIB, Figure
-from bench.server import Server, rss_bytes
+from bench.server import RssSampler
 from bench.workloads.session import Session
 from bench.workloads.streams import READ_BLOCK
-
-RSS_SAMPLE_SECONDS = 0.05
-
-
-class RssSampler:
-    """Samples the sum of the workers' RSS every 50 ms in a thread; keeps the peak."""
-
-    def __init__(self, server: Server) -> None:
-        self.server = server
-        self._pids = server.worker_pids()
-        self.before = sum(rss_bytes(p) for p in self._pids)
-        self.peak = self.before
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="bench-rss", daemon=True)
-
-    def _sample(self) -> None:
-        self.peak = max(self.peak, sum(rss_bytes(p) for p in self._pids))
-
-    def _run(self) -> None:
-        while not self._stop.wait(RSS_SAMPLE_SECONDS):
-            self._sample()
-
-    def __enter__(self) -> RssSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self._sample()
-
-    @property
-    def growth(self) -> int:
-        """Peak minus the level before the download."""
-        return self.peak - self.before
 
 
 def _mismatches(table: pa.Table, column: str, expected: pa.Array) -> int:
@@ -70,7 +34,7 @@ def snapshot_parquet(s: Session) -> None:
     timed_out = False
     status = 0
     watchdog = clients.Watchdog(conn, limit)
-    with RssSampler(s.server) as rss:
+    with RssSampler(s.server.worker_pids()) as rss:
         started = time.monotonic()
         try:
             watchdog.start()
