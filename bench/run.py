@@ -21,7 +21,6 @@ from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
-from bench import cli_filter, workloads
 from bench.databases import KINDS, LABELS, fresh_database
 from bench.interference import InterferenceWatch
 from bench.population import Population
@@ -36,6 +35,18 @@ from bench.report import (
 )
 from bench.server import REPO, Server, gunicorn
 from bench.traffic import Traffic
+from bench.workloads import (
+    batch_lookup,
+    consent_filter,
+    filter_arrow,
+    filter_text,
+    freshness,
+    single_lookup,
+    snapshot,
+    spot_check,
+    sql_baseline,
+)
+from bench.workloads.session import FULL, QUICK, Profile, Session
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 # A quick run is a smoke test: it must not overwrite the recorded full results.
@@ -44,19 +55,19 @@ SEED_SECONDS_PER_MILLION = 120
 READY_SECONDS_PER_MILLION = 60
 CPUS = len(os.sched_getaffinity(0))
 
-Workload = Callable[[workloads.Session], None]
+Workload = Callable[[Session], None]
 WORKLOADS: list[tuple[str, Workload]] = [
-    ("spot check of single lookups", workloads.spot_check_lookups),
-    ("single lookup vs bare Flask (wrk)", workloads.single_lookup),
-    ("filter, newline text", workloads.filter_text),
-    ("filter, Arrow int64", partial(workloads.filter_arrow, column="int64")),
-    ("filter, Arrow string", partial(workloads.filter_arrow, column="string")),
-    ("hand-written SQL batches", workloads.sql_baseline),
-    ("batch lookup vs one lookup per ID", workloads.batch_lookup),
-    ("snapshot, Parquet", workloads.snapshot_parquet),
-    ("consent filter, Parquet file", cli_filter.consent_filter),
+    ("spot check of single lookups", spot_check.spot_check_lookups),
+    ("single lookup vs bare Flask (wrk)", single_lookup.single_lookup),
+    ("filter, newline text", filter_text.filter_text),
+    ("filter, Arrow int64", partial(filter_arrow.filter_arrow, column="int64")),
+    ("filter, Arrow string", partial(filter_arrow.filter_arrow, column="string")),
+    ("hand-written SQL batches", sql_baseline.sql_baseline),
+    ("batch lookup vs one lookup per ID", batch_lookup.batch_lookup),
+    ("snapshot, Parquet", snapshot.snapshot_parquet),
+    ("consent filter, Parquet file", consent_filter.consent_filter),
     # Last: it writes to the ledger (and writes each answer back as it was).
-    ("freshness and as_of", workloads.freshness),
+    ("freshness and as_of", freshness.freshness),
 ]
 
 
@@ -101,7 +112,7 @@ def seed(url: str, subjects: int, log_dir: Path) -> dict[str, object]:
 def run_one(
     kind: str,
     traffic: Traffic,
-    profile: workloads.Profile,
+    profile: Profile,
     baseline: Server,
     log_dir: Path,
     watch: InterferenceWatch,
@@ -138,7 +149,7 @@ def run_one(
                 # The workers have imported the service by now: this is the code being measured.
                 result.code = code_version()
                 result.notes.append(f"code: {result.code}")
-                session = workloads.Session(
+                session = Session(
                     result,
                     database,
                     server,
@@ -208,7 +219,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Run every size on every chosen database, print tables, write RESULTS.md."""
     args = parse_args(argv)
-    profile = workloads.QUICK if args.quick else workloads.FULL
+    profile = QUICK if args.quick else FULL
     sizes = tuple(args.sizes or profile.sizes)
     kinds = KINDS if args.db == "both" else (args.db,)
     stream_ids = args.stream_ids or profile.stream_ids

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,6 +25,7 @@ WORKERS = 2
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 STOP_GRACE_SECONDS = 10.0
 READY_STREAK = 4
+RSS_SAMPLE_SECONDS = 0.05
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,38 @@ def rss_bytes(pid: int) -> int:
             return int(f.read().split()[1]) * PAGE_SIZE
     except (OSError, IndexError, ValueError):
         return 0
+
+
+class RssSampler:
+    """Samples the summed RSS of some processes every 50 ms in a thread; keeps the peak."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self._pids = pids
+        self.before = sum(rss_bytes(p) for p in self._pids)
+        self.peak = self.before
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bench-rss", daemon=True)
+
+    def _sample(self) -> None:
+        self.peak = max(self.peak, sum(rss_bytes(p) for p in self._pids))
+
+    def _run(self) -> None:
+        while not self._stop.wait(RSS_SAMPLE_SECONDS):
+            self._sample()
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._sample()
+
+    @property
+    def growth(self) -> int:
+        """Peak minus the level when sampling began."""
+        return self.peak - self.before
 
 
 def free_port() -> int:

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from service.domain.clock import utcnow
 from service.domain.errors import ValidationFailed
 from service.domain.events import LedgerEvent, OverrideExpired
+from service.ledger import idempotency
 from service.reads.state import load_user
 from service.runtime.database import WRITE_OPTION
 from service.runtime.extensions import db
@@ -208,6 +209,13 @@ class LedgerWrite:
             )
         ).scalar_one_or_none()
         if record is None:
+            return None
+        if idempotency.expired(record.created_at, self.at):
+            # Past the TTL the key is free again, whether or not the sweeper has pruned the old
+            # answer yet; delete it now so this write's answer can take its place.
+            db.session.execute(
+                sa.delete(IdempotencyRecord).where(IdempotencyRecord.id == record.id)
+            )
             return None
         if record.request_hash != idem.fingerprint:
             raise ValidationFailed(

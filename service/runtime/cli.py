@@ -191,6 +191,28 @@ def overrides_expire() -> None:
     click.echo(f"Recorded {overrides.expire_due()} override expiries.")
 
 
+@cli.group("idempotency")
+def idempotency_group() -> None:
+    """Idempotency-record maintenance."""
+
+
+@idempotency_group.command("prune")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, 100_000),
+    default=1000,
+    show_default=True,
+    help="Records deleted per transaction.",
+)
+def idempotency_prune(batch_size: int) -> None:
+    """Delete the idempotency records older than the TTL (the server also does this on a timer)."""
+    from service.ledger import idempotency
+
+    deleted = idempotency.prune(batch_size=batch_size)
+    hours = current_app.config["CONSENT_IDEMPOTENCY_TTL_HOURS"]
+    click.echo(f"Pruned {deleted} idempotency records older than {hours:g} hours.")
+
+
 # ------------------------------------------------------------------ the pipeline side
 
 # Exit codes of `consent filter` and `consent snapshot` (documented in README).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,11 @@ def from_environ(instance_path: str) -> dict[str, Any]:
         "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
         "CONSENT_DB_TIMEOUT_SECONDS": float(os.environ.get("CONSENT_DB_TIMEOUT_SECONDS", "5")),
         "CONSENT_EXPIRY_SWEEP_SECONDS": float(os.environ.get("CONSENT_EXPIRY_SWEEP_SECONDS", "5")),
+        # A retry with the same Idempotency-Key replays the first answer for this long; after
+        # it the key is free again, and the sweeper prunes the record.
+        "CONSENT_IDEMPOTENCY_TTL_HOURS": _positive(
+            "CONSENT_IDEMPOTENCY_TTL_HOURS", os.environ.get("CONSENT_IDEMPOTENCY_TTL_HOURS", "24")
+        ),
         # poll: each worker's index follows the ledger from a background thread;
         # sync: it catches up before every read (tests); off: every read asks the database.
         "CONSENT_INDEX": os.environ.get("CONSENT_INDEX", "poll"),
@@ -76,6 +82,17 @@ def from_environ(instance_path: str) -> dict[str, Any]:
         "API_VERSION": "1.0.0",
         "OPENAPI_VERSION": "3.0.3",
     }
+
+
+def _positive(name: str, value: str) -> float:
+    """A setting that must be a number above zero; anything else stops the start-up, naming it."""
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not (math.isfinite(number) and number > 0):
+        raise ValueError(f"{name} must be a number above zero, not {value!r}.")
+    return number
 
 
 def _rate_limit(value: str) -> str | None:

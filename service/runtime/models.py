@@ -183,7 +183,11 @@ class IdempotencyRecord(Base):
     """The first answer to a write sent with an Idempotency-Key, replayed on retries."""
 
     __tablename__ = "idempotency_records"
-    __table_args__ = (sa.UniqueConstraint("key_name", "idempotency_key"),)
+    __table_args__ = (
+        sa.UniqueConstraint("key_name", "idempotency_key"),
+        # Pruning deletes the oldest records past the TTL, batch by batch.
+        sa.Index("ix_idempotency_records_created_at", "created_at"),
+    )
 
     id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
     key_name: Mapped[str] = mapped_column(sa.String(100), nullable=False)

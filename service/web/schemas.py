@@ -350,3 +350,11 @@ class ChangesSchema(ma.Schema):
     next_after = fields.Integer(metadata={"description": "Pass as `after` to get the next page"})
     has_more = fields.Boolean()
     head = fields.Integer(metadata={"description": "The ledger head when this page was read"})
+
+
+class AuditArgsSchema(ChangesArgsSchema):
+    """Cursor and page size of the audit feed, which has every event and no purpose filter."""
+
+    class Meta:
+        unknown = ma.RAISE
+        exclude = ("purpose",)

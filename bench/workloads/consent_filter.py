@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -18,8 +17,8 @@ import pyarrow.parquet as pq
 
 from bench.population import ID_BASE, PURPOSE
 from bench.report import Figure
-from bench.server import rss_bytes
-from bench.workloads import Session
+from bench.server import RssSampler
+from bench.workloads.session import Session
 
 CONSENT = Path(sys.executable).parent / "consent"
 TARGET_ROWS_PER_SECOND = 2_000_000
@@ -47,25 +46,6 @@ def _dataset(s: Session, path: Path) -> int:
     return kept
 
 
-class _PeakRss:
-    """Samples a process's resident memory until it ends; keeps the peak."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid, self.peak = pid, 0
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._done.wait(0.05):
-            self.peak = max(self.peak, rss_bytes(self.pid))
-
-    def stop(self) -> int:
-        self._done.set()
-        self._thread.join()
-        return self.peak
-
-
 def consent_filter(s: Session) -> None:
     """Run `consent filter` as a pipeline author would, on a Parquet file of every streamed ID."""
     with tempfile.TemporaryDirectory(prefix="consent-filter-bench-") as tmp:
@@ -83,10 +63,10 @@ def consent_filter(s: Session) -> None:
         process = subprocess.Popen(
             command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
-        sampler = _PeakRss(process.pid)
-        _, stderr = process.communicate(timeout=600)
-        seconds = time.monotonic() - started
-        peak = sampler.stop()
+        with RssSampler([process.pid]) as rss:
+            _, stderr = process.communicate(timeout=600)
+            seconds = time.monotonic() - started
+        peak = rss.peak
         if not s.result.check("consent filter: exit 0", process.returncode == 0, stderr[-300:]):
             return
         manifest = json.loads(Path(f"{dst}.manifest.json").read_text())

@@ -1,0 +1,1 @@
+"""The workloads, one module each; bench.run measures them in its order beside their baselines."""
