@@ -2,24 +2,26 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from service.runtime import config
 
 
 def test_idempotency_records_are_replayed_for_24_hours_by_default(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.delenv("CONSENT_IDEMPOTENCY_TTL_HOURS", raising=False)
-    assert config.from_environ()["CONSENT_IDEMPOTENCY_TTL_HOURS"] == 24.0
+    assert config.from_environ(str(tmp_path))["CONSENT_IDEMPOTENCY_TTL_HOURS"] == 24.0
     monkeypatch.setenv("CONSENT_IDEMPOTENCY_TTL_HOURS", "1.5")
-    assert config.from_environ()["CONSENT_IDEMPOTENCY_TTL_HOURS"] == 1.5
+    assert config.from_environ(str(tmp_path))["CONSENT_IDEMPOTENCY_TTL_HOURS"] == 1.5
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "", "a day", "inf", "nan"])
 def test_an_idempotency_ttl_that_is_not_a_positive_number_stops_start_up(
-    monkeypatch: pytest.MonkeyPatch, value: str
+    monkeypatch: pytest.MonkeyPatch, value: str, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("CONSENT_IDEMPOTENCY_TTL_HOURS", value)
     with pytest.raises(ValueError, match="CONSENT_IDEMPOTENCY_TTL_HOURS must be a number above"):
-        config.from_environ()
+        config.from_environ(str(tmp_path))
