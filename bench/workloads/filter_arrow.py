@@ -13,8 +13,7 @@ from bench.report import Figure
 from bench.traffic import ArrowStream
 from bench.workloads.session import Session
 from bench.workloads.streams import cut_off, error_body, stream_note
-
-ARROW_STREAM = "application/vnd.apache.arrow.stream"
+from consent_client.wire import ARROW_STREAM
 
 
 def _read_arrow(response: http.client.HTTPResponse) -> pa.Array | str:

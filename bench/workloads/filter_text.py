@@ -10,6 +10,7 @@ from bench.population import PURPOSE
 from bench.report import Figure
 from bench.workloads.session import Session
 from bench.workloads.streams import READ_BLOCK, cut_off, error_body, stream_note
+from consent_client.wire import AS_OF_HEADER
 
 
 def _read_text(response: http.client.HTTPResponse) -> tuple[int, int] | str:
@@ -50,9 +51,9 @@ def filter_text(s: Session) -> None:
         f"{label}: body sent completely", result.send_error is None, str(result.send_error)
     )
     s.result.check(
-        f"{label}: Consent-As-Of header is a seq",
-        result.headers.get("consent-as-of", "").isdigit(),
-        repr(result.headers.get("consent-as-of")),
+        f"{label}: {AS_OF_HEADER} header is a seq",
+        result.headers.get(AS_OF_HEADER.lower(), "").isdigit(),
+        repr(result.headers.get(AS_OF_HEADER.lower())),
     )
     lines, got_crc = result.consumed
     s.result.check(

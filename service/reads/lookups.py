@@ -11,6 +11,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from consent_client.wire import ALLOWED_COLUMN, ARROW_STREAM, MAX_BATCH
 from service.domain import validation
 from service.domain.errors import PayloadTooLarge, ValidationFailed
 from service.readindex import codes as cd
@@ -18,12 +19,10 @@ from service.reads import decisions
 from service.reads.streaming import ByteSink
 from service.web import metrics
 
-MAX_BATCH = 10_000
 FILTER_CHUNK = 50_000
 READ_BLOCK = 1 << 20
-ARROW_STREAM = "application/vnd.apache.arrow.stream"
 NUMERIC_LIMIT = 10**18
-ALLOWED_SCHEMA = pa.schema([pa.field("allowed", pa.bool_(), nullable=False)])
+ALLOWED_SCHEMA = pa.schema([pa.field(ALLOWED_COLUMN, pa.bool_(), nullable=False)])
 
 
 def lookup(purpose: str, user_id: str, as_of: str | None) -> dict[str, Any]:
@@ -155,9 +154,7 @@ def open_arrow(stream: IO[bytes]) -> pa.RecordBatchStreamReader:
     except (pa.ArrowInvalid, OSError) as exc:
         raise ValidationFailed(
             f"The body is not an Arrow IPC stream: {exc}",
-            errors={
-                "body": ["Expected an Arrow IPC stream (application/vnd.apache.arrow.stream)."]
-            },
+            errors={"body": [f"Expected an Arrow IPC stream ({ARROW_STREAM})."]},
         ) from None
     if len(reader.schema) != 1:
         raise ValidationFailed(

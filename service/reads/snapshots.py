@@ -26,11 +26,6 @@ from service.runtime.models import Subject
 
 PAGE = 10_000
 ROW_GROUP = 100_000
-FORMATS = {
-    "csv": "text/csv; charset=utf-8",
-    "ndjson": "application/x-ndjson",
-    "parquet": "application/vnd.apache.parquet",
-}
 BASIS_NAMES = pa.array(cd.BASES, pa.string())
 SNAPSHOT_SCHEMA = pa.schema(
     [

@@ -239,7 +239,7 @@ as_of_option = click.option(
 
 
 def _client(url: str, key_env: str) -> Any:
-    from service.client import ConsentClient
+    from consent_client import ConsentClient
 
     token = os.environ.get(key_env, "").strip()
     if not token:
@@ -250,8 +250,8 @@ def _client(url: str, key_env: str) -> Any:
 
 def _run_pipeline_command(action: Any) -> Any:
     """Run a client action; map its failures to the documented exit codes."""
-    from service.client import ConsentRefused, ConsentUnavailable
-    from service.datasets import DatasetError
+    from consent_client import ConsentRefused, ConsentUnavailable
+    from consent_client.datasets import DatasetError
 
     try:
         return action()
@@ -293,7 +293,7 @@ def filter_command(
     """
     from tqdm import tqdm
 
-    from service.datasets import count_rows, filter_file, format_of
+    from consent_client.datasets import count_rows, filter_file, format_of
 
     with _client(url, key_env) as client:
 

@@ -9,6 +9,7 @@ from typing import Any
 import marshmallow as ma
 from marshmallow import fields, validate
 
+from consent_client.wire import MAX_BATCH, SNAPSHOT_FORMATS, SNAPSHOT_SETS
 from service.domain.validation import PURPOSE_KEY_RE
 
 
@@ -309,7 +310,9 @@ class BatchLookupArgsSchema(StrictSchema):
     user_ids = fields.List(
         fields.Raw(allow_none=True, metadata={"type": "string"}),
         required=True,
-        metadata={"description": "At most 10,000 IDs (strings; numeric IDs may be integers)"},
+        metadata={
+            "description": f"At most {MAX_BATCH:,} IDs (strings; numeric IDs may be integers)"
+        },
     )
     as_of = AsOfField(load_default=None, metadata=AS_OF_BODY_DOC)
 
@@ -326,9 +329,9 @@ class BatchLookupSchema(ma.Schema):
 class SnapshotArgsSchema(AsOfArgsSchema):
     """Which set, in which format, as of when."""
 
-    set = fields.String(load_default="allowed", validate=validate.OneOf(["allowed", "denied"]))
+    set = fields.String(load_default=SNAPSHOT_SETS[0], validate=validate.OneOf(SNAPSHOT_SETS))
     format = fields.String(
-        load_default="csv", validate=validate.OneOf(["csv", "ndjson", "parquet"])
+        load_default=SNAPSHOT_FORMATS[0], validate=validate.OneOf(SNAPSHOT_FORMATS)
     )
 
 

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from service.client import ConsentClient, ConsentRefused, ConsentUnavailable, RetryPolicy
+from consent_client import ConsentClient, ConsentRefused, ConsentUnavailable, RetryPolicy
 from tests.e2e.conftest import ALLOWED, DE, PURPOSE, US, settle
 from tests.http_faults import Fault, FaultProxy
 from tests.live import LiveServer

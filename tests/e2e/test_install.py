@@ -79,17 +79,27 @@ def site_packages(venv: Path) -> Path:
     return found
 
 
+# Where each folder of the checkout that the wheel carries lands in site-packages.
+SHIPPED = {
+    "service/": "service/",
+    "migrations/": "service/migrations/",
+    "clients/python/consent_client/": "consent_client/",
+}
+
+
 def test_the_wheel_carries_every_module_template_and_migration(venv: Path) -> None:
     listed = run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], REPO)
     expected = {
-        name.replace("migrations/", "service/migrations/", 1)
+        name.replace(folder, installed_as, 1)
         for name in listed.splitlines()
-        if name.startswith(("service/", "migrations/")) and (REPO / name).is_file()
+        for folder, installed_as in SHIPPED.items()
+        if name.startswith(folder) and (REPO / name).is_file()
     }
     root = site_packages(venv)
     installed = {
         str(path.relative_to(root))
-        for path in (root / "service").rglob("*")
+        for package in ("service", "consent_client")
+        for path in (root / package).rglob("*")
         if path.is_file() and "__pycache__" not in path.parts
     }
     assert installed == expected

@@ -8,6 +8,7 @@ from typing import Any
 from flask import Response, request, stream_with_context
 from flask.views import MethodView
 
+from consent_client import wire
 from service.reads import changes, decisions, lookups, snapshots
 from service.web.api.access import requires
 from service.web.api.parsing import Blueprint
@@ -29,12 +30,13 @@ def json_response(body: dict[str, Any]) -> Response:
 
 blp = Blueprint("pipeline", __name__, url_prefix="/v1", description="Pipeline reads")
 
-AS_OF_HEADER = "Consent-As-Of"
 AS_OF_HEADER_DOC = {
-    AS_OF_HEADER: {"description": "The seq this answer is as of", "schema": {"type": "integer"}}
+    wire.AS_OF_HEADER: {
+        "description": "The seq this answer is as of",
+        "schema": {"type": "integer"},
+    }
 }
-TEXT = "text/plain"
-FILTER_BODY_TYPES = (TEXT, lookups.ARROW_STREAM)
+FILTER_BODY_TYPES = (wire.TEXT_IDS, wire.ARROW_STREAM)
 BINARY = {"type": "string", "format": "binary"}
 UNBOUNDED = 1 << 62
 
@@ -76,8 +78,8 @@ class Filter(MethodView):
             "description": "Newline-separated user IDs (any number), or an Arrow IPC stream "
             "with one column of string or int64 IDs.",
             "content": {
-                TEXT: {"schema": {"type": "string"}},
-                lookups.ARROW_STREAM: {"schema": BINARY},
+                wire.TEXT_IDS: {"schema": {"type": "string"}},
+                wire.ARROW_STREAM: {"schema": BINARY},
             },
         },
         responses={
@@ -87,8 +89,8 @@ class Filter(MethodView):
                 "A stream cut short ends without its terminating chunk (or Arrow end marker).",
                 "headers": AS_OF_HEADER_DOC,
                 "content": {
-                    TEXT: {"schema": {"type": "string"}},
-                    lookups.ARROW_STREAM: {"schema": BINARY},
+                    wire.TEXT_IDS: {"schema": {"type": "string"}},
+                    wire.ARROW_STREAM: {"schema": BINARY},
                 },
             }
         },
@@ -99,14 +101,14 @@ class Filter(MethodView):
         # app-wide MAX_CONTENT_LENGTH, so the cap is lifted with a number no body reaches.)
         request.max_content_length = UNBOUNDED
         seq = decisions.pinned(purpose, args["as_of"])
-        headers = {AS_OF_HEADER: str(seq)}
-        if request.mimetype == lookups.ARROW_STREAM:
+        headers = {wire.AS_OF_HEADER: str(seq)}
+        if request.mimetype == wire.ARROW_STREAM:
             reader = lookups.open_arrow(request.stream)
             body = lookups.filter_arrow(purpose, seq, reader)
-            mimetype = lookups.ARROW_STREAM
+            mimetype = wire.ARROW_STREAM
         else:
             body = lookups.filter_text(purpose, seq, request.stream)
-            mimetype = TEXT
+            mimetype = wire.TEXT_IDS
         return Response(stream_with_context(body), mimetype=mimetype, headers=headers)
 
 
@@ -137,9 +139,9 @@ class Snapshot(MethodView):
         extension = args["format"]
         return Response(
             stream_with_context(body),
-            mimetype=snapshots.FORMATS[args["format"]],
+            mimetype=wire.SNAPSHOT_MEDIA_TYPES[args["format"]],
             headers={
-                AS_OF_HEADER: str(seq),
+                wire.AS_OF_HEADER: str(seq),
                 "Content-Disposition": f'attachment; filename="{purpose}-{args["set"]}-'
                 f'{seq}.{extension}"',
             },

@@ -1,5 +1,7 @@
-"""Filter dataset files (CSV, JSON Lines, Parquet) by their user-ID column through the service,
-streaming in batches with bounded memory, and write a manifest that proves what was done."""
+"""Filter dataset files (CSV, JSON Lines, Parquet) by their user-ID column through the service.
+
+Streamed in batches with bounded memory; a manifest beside the output proves what was done.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
-from service.client import ConsentClient
+from consent_client.client import ConsentClient
 
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
 BATCH_ROWS = 1_000_000

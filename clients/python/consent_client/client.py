@@ -1,10 +1,12 @@
-"""The Python client for training pipelines: batched lookups, streamed filters, snapshots and the
-change feed, with bounded retries, every answer pinned to one `as_of`, and failure by exception.
+"""The pipeline client: batched lookups, streamed filters, snapshots and the change feed.
 
-It fails closed: an ID is reported allowed only when the service said so; a request that still
-fails after its retries raises, and a stream cut short (a chunked body without its terminator,
-an Arrow stream without its end marker, a Parquet file without its footer) is a failure, never
-a shorter answer.
+Bounded retries, every answer pinned to one `as_of`, and failure by exception. It fails
+closed: an ID is reported allowed only when the service said so; a request that still fails
+after its retries raises, and a stream cut short (a chunked body without its terminator, an
+Arrow stream without its end marker, a Parquet file without its footer) is a failure, never a
+shorter answer.
+
+    from consent_client import ConsentClient
 
     client = ConsentClient("http://127.0.0.1:8000", os.environ["CONSENT_API_KEY"])
     result = client.lookup("model_training", ["1001", "1002"])
@@ -27,11 +29,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
+from consent_client.wire import (
+    ALLOWED_COLUMN,
+    ARROW_STREAM,
+    AS_OF_HEADER,
+    MAX_BATCH,
+    SNAPSHOT_SETS,
+    TEXT_IDS,
+)
+
 T = TypeVar("T")
 
-ARROW_STREAM = "application/vnd.apache.arrow.stream"
-AS_OF_HEADER = "Consent-As-Of"
-MAX_BATCH = 10_000  # the service's limit for POST /v1/lookup
 RETRIED_STATUSES = frozenset({429, 502, 503, 504})
 
 
@@ -257,7 +265,7 @@ class ConsentClient:
 
     def _filter_chunk(self, purpose: str, body: bytes, as_of: int | None) -> tuple[list[str], int]:
         def attempt() -> tuple[list[str], int]:
-            text, seq = self._stream_in(f"/v1/filter/{purpose}", body, "text/plain", as_of)
+            text, seq = self._stream_in(f"/v1/filter/{purpose}", body, TEXT_IDS, as_of)
             return text.decode().splitlines(), seq
 
         return self._attempts(f"filter of {purpose}", attempt)
@@ -296,7 +304,7 @@ class ConsentClient:
                 table = pa.ipc.open_stream(io.BytesIO(data)).read_all()
             except (pa.ArrowInvalid, OSError) as exc:  # no end marker: a cut stream
                 raise _Retryable(f"incomplete Arrow answer: {exc}") from exc
-            mask = table.column("allowed").combine_chunks()
+            mask = table.column(ALLOWED_COLUMN).combine_chunks()
             if len(mask) != len(column):
                 raise _Retryable(f"Arrow answer has {len(mask)} rows for {len(column)} IDs")
             return mask, seq
@@ -330,7 +338,7 @@ class ConsentClient:
         self,
         purpose: str,
         path: str | os.PathLike[str],
-        set: str = "allowed",  # noqa: A002  (the service's own parameter name)
+        set: str = SNAPSHOT_SETS[0],  # noqa: A002  (the service's own parameter name)
         *,
         format: str | None = None,  # noqa: A002
         as_of: int | str | None = None,

@@ -1,0 +1,27 @@
+"""The Consent Ledger pipeline client: ask before training, fail closed, prove what was asked."""
+
+from consent_client.client import (
+    ConsentClient,
+    ConsentClientError,
+    ConsentRefused,
+    ConsentUnavailable,
+    FilterStream,
+    LookupResult,
+    RetryPolicy,
+    SnapshotResult,
+)
+from consent_client.datasets import DatasetError, FilterSummary, filter_file
+
+__all__ = [
+    "ConsentClient",
+    "ConsentClientError",
+    "ConsentRefused",
+    "ConsentUnavailable",
+    "DatasetError",
+    "FilterStream",
+    "FilterSummary",
+    "LookupResult",
+    "RetryPolicy",
+    "SnapshotResult",
+    "filter_file",
+]

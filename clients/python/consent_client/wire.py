@@ -1,0 +1,27 @@
+"""The wire constants the service and its clients must agree on, defined once for both sides."""
+
+from __future__ import annotations
+
+from typing import Final
+
+# Every pipeline read that streams (filter, snapshots) says which seq it answers as of here.
+AS_OF_HEADER: Final = "Consent-As-Of"
+
+# Bodies of POST /v1/filter/{purpose}: newline-separated IDs, or an Arrow IPC stream of one ID
+# column, answered in kind (an Arrow answer has one boolean column, ALLOWED_COLUMN).
+TEXT_IDS: Final = "text/plain"
+ARROW_STREAM: Final = "application/vnd.apache.arrow.stream"
+ALLOWED_COLUMN: Final = "allowed"
+
+# The most IDs one POST /v1/lookup/{purpose} may carry; more go through the filter.
+MAX_BATCH: Final = 10_000
+
+# GET /v1/snapshots/{purpose}: which set (the first is the default), and each format (the first
+# is the default) with the media type its answer comes as.
+SNAPSHOT_SETS: Final = ("allowed", "denied")
+SNAPSHOT_MEDIA_TYPES: Final = {
+    "csv": "text/csv; charset=utf-8",
+    "ndjson": "application/x-ndjson",
+    "parquet": "application/vnd.apache.parquet",
+}
+SNAPSHOT_FORMATS: Final = tuple(SNAPSHOT_MEDIA_TYPES)
