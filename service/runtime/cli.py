@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import click
@@ -15,6 +13,7 @@ from flask.cli import FlaskGroup
 from flask_migrate import downgrade as alembic_downgrade
 from flask_migrate import upgrade as alembic_upgrade
 
+from consent_client.cli import cli as pipeline_cli
 from service.domain.errors import ConsentError
 from service.ledger import keys as api_keys
 from service.ledger import purposes
@@ -213,124 +212,7 @@ def idempotency_prune(batch_size: int) -> None:
     click.echo(f"Pruned {deleted} idempotency records older than {hours:g} hours.")
 
 
-# ------------------------------------------------------------------ the pipeline side
-
-# Exit codes of `consent filter` and `consent snapshot` (documented in README).
-EXIT_INPUT = 3  # the input cannot be read as asked: unreadable, unknown format, no such column
-EXIT_REFUSED = 4  # the service refused: bad key, wrong role, unknown purpose, bad as_of
-EXIT_UNAVAILABLE = 5  # the service could not answer after every retry; nothing was written
-
-url_option = click.option(
-    "--url",
-    envvar="CONSENT_URL",
-    default="http://127.0.0.1:8000",
-    show_default=True,
-    help="The service (or set CONSENT_URL).",
-)
-key_env_option = click.option(
-    "--key-env",
-    default="CONSENT_API_KEY",
-    show_default=True,
-    help="The environment variable holding a pipeline key.",
-)
-as_of_option = click.option(
-    "--as-of", type=int, default=None, help="Answer as of this seq (default: the head)."
-)
-
-
-def _client(url: str, key_env: str) -> Any:
-    from consent_client import ConsentClient
-
-    token = os.environ.get(key_env, "").strip()
-    if not token:
-        click.echo(f"error: set {key_env} to a pipeline API key", err=True)
-        sys.exit(2)
-    return ConsentClient(url, token)
-
-
-def _run_pipeline_command(action: Any) -> Any:
-    """Run a client action; map its failures to the documented exit codes."""
-    from consent_client import ConsentRefused, ConsentUnavailable
-    from consent_client.datasets import DatasetError
-
-    try:
-        return action()
-    except DatasetError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_INPUT)
-    except ConsentRefused as exc:
-        click.echo(f"error: the service refused: {exc}", err=True)
-        sys.exit(EXIT_REFUSED)
-    except ConsentUnavailable as exc:
-        click.echo(f"error: {exc}; nothing was written", err=True)
-        sys.exit(EXIT_UNAVAILABLE)
-
-
-@cli.command("filter", with_appcontext=False)
-@click.option("--purpose", required=True, help="The purpose to filter for.")
-@click.option("--column", required=True, help="The column (field) holding user IDs.")
-@as_of_option
-@key_env_option
-@url_option
-@click.option("--batch-rows", type=int, default=1_000_000, show_default=True)
-@click.argument("src", type=click.Path(dir_okay=False, path_type=Path))
-@click.argument("dst", type=click.Path(dir_okay=False, path_type=Path))
-def filter_command(
-    purpose: str,
-    column: str,
-    as_of: int | None,
-    key_env: str,
-    url: str,
-    batch_rows: int,
-    src: Path,
-    dst: Path,
-) -> None:
-    """Keep the rows of SRC (CSV, JSON Lines or Parquet) whose user ID the service allows.
-
-    Writes DST and DST.manifest.json (purpose, as_of, SHA-256 of input and output, counts).
-    Exit codes: 0 done; 2 usage; 3 input unreadable or column missing; 4 refused by the
-    service; 5 service unavailable after retries. On any failure nothing is written.
-    """
-    from tqdm import tqdm
-
-    from consent_client.datasets import count_rows, filter_file, format_of
-
-    with _client(url, key_env) as client:
-
-        def run() -> Any:
-            format_of(src)
-            total = count_rows(src) if src.is_file() else None
-            # A bar only on a terminal: logs of batch jobs stay clean.
-            with tqdm(total=total, unit="rows", unit_scale=True, disable=None) as bar:
-                return filter_file(
-                    client,
-                    purpose=purpose,
-                    column=column,
-                    src=src,
-                    dst=dst,
-                    as_of=as_of,
-                    progress=bar,
-                    batch_rows=batch_rows,
-                )
-
-        summary = _run_pipeline_command(run)
-    click.echo(f"{summary.line()}; manifest {summary.manifest}", err=True)
-
-
-@cli.command("snapshot", with_appcontext=False)
-@click.option("--purpose", required=True)
-@click.option("--set", "which", type=click.Choice(["allowed", "denied"]), default="allowed")
-@as_of_option
-@key_env_option
-@url_option
-@click.argument("dst", type=click.Path(dir_okay=False, path_type=Path))
-def snapshot_command(
-    purpose: str, which: str, as_of: int | None, key_env: str, url: str, dst: Path
-) -> None:
-    """Download every known subject in a set to DST (.parquet, .csv or .ndjson), as of one seq.
-
-    Exit codes as for `consent filter`.
-    """
-    with _client(url, key_env) as client:
-        result = _run_pipeline_command(lambda: client.snapshot(purpose, dst, which, as_of=as_of))
-    click.echo(f"{result.bytes:,} bytes to {result.path}, as_of {result.as_of}", err=True)
+# The pipeline commands belong to the client distribution (consent_client), which pipelines
+# install alone; `consent filter` and `consent snapshot` are the very same commands.
+for command in pipeline_cli.commands.values():
+    cli.add_command(command)
