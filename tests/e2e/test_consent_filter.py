@@ -1,11 +1,15 @@
-"""`consent filter` and `consent snapshot` as a pipeline author runs them, against a real server:
-each file format, the manifest, exit codes, nothing written on failure, and the DuckDB recipe."""
+"""`consent filter` and `consent snapshot` as a pipeline author runs them, against a real server.
+
+Each file format, the manifest, exit codes, nothing written on failure, and the README's DuckDB
+and Spark recipes.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -136,26 +140,102 @@ def test_a_refusing_or_unreachable_service_is_exit_4_or_5_and_writes_nothing(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["posts.csv"]
 
 
+def snapshots(live: LiveServer, directory: Path) -> tuple[Path, Path]:
+    """The denied and allowed snapshots, as the README's recipes take them (one as_of)."""
+    denied, allowed = directory / "denied.parquet", directory / "allowed.parquet"
+    as_of: list[str] = []
+    for which, path in (("denied", denied), ("allowed", allowed)):
+        done = consent(live, "snapshot", "--purpose", PURPOSE, "--set", which, *as_of, str(path))
+        assert done.returncode == 0, done.stderr
+        as_of = ["--as-of", done.stderr.rsplit("as_of ", 1)[1].strip()]
+    return denied, allowed
+
+
+def duckdb_recipe(posts: Path, denied: Path, allowed: Path) -> list[tuple[str, str]]:
+    """The README's DuckDB recipe: the anti-join, and only IDs the ledger positively allows."""
+    rows = duckdb.sql(
+        f"""
+        SELECT posts.* FROM read_parquet('{posts}') AS posts
+        ANTI JOIN read_parquet('{denied}') AS denied ON posts.user_id = denied.user_id
+        SEMI JOIN read_parquet('{allowed}') AS allowed ON posts.user_id = allowed.user_id
+        """
+    ).fetchall()
+    return sorted(rows)
+
+
 def test_the_readme_duckdb_recipe_drops_the_same_rows_as_consent_filter(
     server: LiveServer, tmp_path: Path
 ) -> None:
     src = dataset(tmp_path, "parquet")
-    denied, allowed = tmp_path / "denied.parquet", tmp_path / "allowed.parquet"
-    for which, path in (("denied", denied), ("allowed", allowed)):
-        done = consent(server, "snapshot", "--purpose", PURPOSE, "--set", which, str(path))
-        assert done.returncode == 0, done.stderr
+    denied, allowed = snapshots(server, tmp_path)
     # The anti-join alone keeps IDs the ledger has never seen: they are in neither snapshot.
     anti = duckdb.sql(
         f"SELECT posts.user_id FROM read_parquet('{src}') AS posts "
         f"ANTI JOIN read_parquet('{denied}') AS denied ON posts.user_id = denied.user_id"
     ).fetchall()
     assert sorted(u for (u,) in anti) == sorted([*ALLOWED, "never-seen"])
-    # The README's recipe: the anti-join, and only IDs the ledger positively allows.
-    kept = duckdb.sql(
-        f"""
-        SELECT posts.* FROM read_parquet('{src}') AS posts
-        ANTI JOIN read_parquet('{denied}') AS denied ON posts.user_id = denied.user_id
-        SEMI JOIN read_parquet('{allowed}') AS allowed ON posts.user_id = allowed.user_id
-        """
-    ).fetchall()
-    assert sorted(u for u, _ in kept) == sorted(ALLOWED)
+    kept = duckdb_recipe(src, denied, allowed)
+    assert [u for u, _ in kept] == sorted(ALLOWED)
+
+
+def readme_spark_recipe() -> str:
+    """The README's Spark recipe, as written there."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    after = readme.split("The same join in **Spark**", 1)[1]
+    recipe = after.split("```python\n", 1)[1].split("```", 1)[0]
+    assert "s3://bucket/" in recipe and "left_anti" in recipe
+    return recipe
+
+
+# What a Spark shell or notebook provides before the recipe: a session (here on this machine
+# alone, one core, no UI), and after it, its end.
+SPARK_SESSION = """
+from pyspark.sql import SparkSession
+
+spark = (
+    SparkSession.builder.master("local[1]")
+    .config("spark.driver.bindAddress", "127.0.0.1")
+    .config("spark.driver.host", "127.0.0.1")
+    .config("spark.ui.enabled", "false")
+    .config("spark.ui.showConsoleProgress", "false")
+    .config("spark.sql.shuffle.partitions", "1")
+    .getOrCreate()
+)
+"""
+
+
+@pytest.mark.skipif(
+    shutil.which("java") is None, reason="Spark needs Java (Debian: openjdk-17-jre-headless)"
+)
+def test_the_readme_spark_recipe_keeps_the_same_rows_as_the_duckdb_recipe(
+    server: LiveServer, tmp_path: Path
+) -> None:
+    bucket = tmp_path / "bucket"
+    (bucket / "posts").mkdir(parents=True)
+    src = dataset(bucket / "posts", "parquet")
+    denied, allowed = snapshots(server, tmp_path)
+    # The recipe as the README has it, run where the snapshots are, the bucket a local folder.
+    recipe = readme_spark_recipe().replace("s3://bucket/", f"{bucket}/")
+    script = tmp_path / "recipe.py"
+    script.write_text(f"{SPARK_SESSION}\n{recipe}\nspark.stop()\n")
+    # Its own process: the JVM it starts ends with it. That JVM lives seconds on a small
+    # machine, so it compiles less and collects on one thread (a third faster here).
+    jvm = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+    env = {
+        **os.environ,
+        "SPARK_LOCAL_IP": "127.0.0.1",
+        "PYSPARK_SUBMIT_ARGS": f'--driver-java-options "{jvm}" pyspark-shell',
+    }
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    kept = pq.read_table(bucket / "posts-kept").select(["user_id", "text"])
+    rows = sorted(zip(*kept.to_pydict().values(), strict=True))
+    assert rows == duckdb_recipe(src, denied, allowed)
+    assert [u for u, _ in rows] == sorted(ALLOWED)
