@@ -12,6 +12,7 @@ from werkzeug.test import TestResponse
 
 from service.ledger import keys as api_keys
 from service.runtime.extensions import db
+from service.runtime.models import ROLES
 
 DEFAULTS = {"EEA": "denied", "*": "granted"}
 PROBLEM = "application/problem+json"
@@ -68,7 +69,7 @@ class Api:
     def __init__(self, app: Flask, client: FlaskClient) -> None:
         self.app = app
         self.client = client
-        self.tokens = {role: make_key(app, role=role) for role in api_keys.ROLES}
+        self.tokens = {role: make_key(app, role=role) for role in ROLES}
 
     def call(
         self,

@@ -56,7 +56,9 @@ class FaultProxy:
             do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _serve
 
             def _answer_status(self, fault: Fault) -> None:
-                payload = b'{"type":"about:blank","title":"injected","status":%d}' % fault.status
+                payload = b'{"type":"about:blank","title":"injected","status":%d}' % (
+                    fault.status or 503
+                )
                 self.send_response(fault.status or 503)
                 self.send_header("Content-Type", "application/problem+json")
                 self.send_header("Content-Length", str(len(payload)))

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 from werkzeug.test import TestResponse
 
-from tests.factories import assert_problem
+from tests.factories import Api, assert_problem
 
 PURPOSE = "model_training"
 ARROW = "application/vnd.apache.arrow.stream"
@@ -16,7 +16,7 @@ MILLION = 1_000_000
 
 
 def filter_text(
-    api: Any, body: bytes, *, as_of: int | None = None, content_type: str = "text/plain"
+    api: Api, body: bytes, *, as_of: int | None = None, content_type: str = "text/plain"
 ) -> TestResponse:
     """POST newline-separated IDs to the filter as the pipeline."""
     return api.call(

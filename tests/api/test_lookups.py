@@ -10,14 +10,14 @@ import pytest
 from werkzeug.test import TestResponse
 
 from tests.conftest import Clock
-from tests.factories import PROBLEM, assert_problem
+from tests.factories import PROBLEM, Api, assert_problem
 
 PURPOSE = "model_training"
 DECISION_FIELDS = {"user_id", "purpose", "allowed", "state", "basis", "as_of"}
 
 
 def lookup(
-    api: Any, user_id: str, as_of: str | int | None = None, *, purpose: str = PURPOSE
+    api: Api, user_id: str, as_of: str | int | None = None, *, purpose: str = PURPOSE
 ) -> TestResponse:
     """GET /v1/lookup/{purpose}/{user_id} as the pipeline, optionally pinned."""
     query = {} if as_of is None else {"as_of": str(as_of)}
@@ -31,7 +31,7 @@ def decision(api: Any, user_id: str, as_of: str | int | None = None) -> dict[str
     return dict(resp.get_json())
 
 
-def batch(api: Any, user_ids: list[Any], **extra: Any) -> TestResponse:
+def batch(api: Api, user_ids: list[Any], **extra: Any) -> TestResponse:
     """POST /v1/lookup/{purpose} as the pipeline."""
     return api.call(
         "POST", f"/v1/lookup/{PURPOSE}", role="pipeline", json={"user_ids": user_ids, **extra}

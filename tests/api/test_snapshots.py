@@ -36,7 +36,9 @@ def snapshot(
     query: dict[str, str] = {"set": set_name, "format": fmt}
     if as_of is not None:
         query["as_of"] = str(as_of)
-    resp = api.call("GET", f"/v1/snapshots/{PURPOSE}", role="pipeline", query_string=query)
+    resp: TestResponse = api.call(
+        "GET", f"/v1/snapshots/{PURPOSE}", role="pipeline", query_string=query
+    )
     return resp
 
 

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -66,14 +67,11 @@ def kept_ids(path: Path) -> list[str]:
     if path.suffix == ".parquet":
         return [str(u) for u in pq.read_table(path).column("user_id").to_pylist()]
     if path.suffix == ".csv":
-        return (
-            pcsv.read_csv(
-                path, convert_options=pcsv.ConvertOptions(column_types={"user_id": pa.string()})
-            )
-            .column("user_id")
-            .to_pylist()
+        table = pcsv.read_csv(
+            path, convert_options=pcsv.ConvertOptions(column_types={"user_id": pa.string()})
         )
-    return [json.loads(line)["user_id"] for line in path.read_text().splitlines()]
+        return [str(u) for u in table.column("user_id").to_pylist()]
+    return [str(json.loads(line)["user_id"]) for line in path.read_text().splitlines()]
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "csv", "jsonl"])
@@ -153,14 +151,21 @@ def snapshots(live: LiveServer, directory: Path) -> tuple[Path, Path]:
 
 def duckdb_recipe(posts: Path, denied: Path, allowed: Path) -> list[tuple[str, str]]:
     """The README's DuckDB recipe: the anti-join, and only IDs the ledger positively allows."""
-    rows = duckdb.sql(
+    rows = query(
         f"""
         SELECT posts.* FROM read_parquet('{posts}') AS posts
         ANTI JOIN read_parquet('{denied}') AS denied ON posts.user_id = denied.user_id
         SEMI JOIN read_parquet('{allowed}') AS allowed ON posts.user_id = allowed.user_id
         """
-    ).fetchall()
+    )
     return sorted(rows)
+
+
+def query(sql: str) -> list[Any]:
+    """Every row of a DuckDB query (a SELECT always yields a relation)."""
+    relation = duckdb.sql(sql)
+    assert relation is not None
+    return relation.fetchall()
 
 
 def test_the_readme_duckdb_recipe_drops_the_same_rows_as_consent_filter(
@@ -169,10 +174,10 @@ def test_the_readme_duckdb_recipe_drops_the_same_rows_as_consent_filter(
     src = dataset(tmp_path, "parquet")
     denied, allowed = snapshots(server, tmp_path)
     # The anti-join alone keeps IDs the ledger has never seen: they are in neither snapshot.
-    anti = duckdb.sql(
+    anti = query(
         f"SELECT posts.user_id FROM read_parquet('{src}') AS posts "
         f"ANTI JOIN read_parquet('{denied}') AS denied ON posts.user_id = denied.user_id"
-    ).fetchall()
+    )
     assert sorted(u for (u,) in anti) == sorted([*ALLOWED, "never-seen"])
     kept = duckdb_recipe(src, denied, allowed)
     assert [u for u, _ in kept] == sorted(ALLOWED)

@@ -71,7 +71,7 @@ def test_concurrent_writes_with_the_same_if_match_give_one_winner_and_precise_41
     api.choose("u1", "granted")
     token = api.tokens["app"]
 
-    def write(i: int) -> tuple[int, str]:
+    def write(i: int) -> tuple[int, str | None]:
         resp = app.test_client().put(
             "/v1/users/u1/consents/model_training",
             json={"state": "denied"},

@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 
-import service.ledger.transaction
+from service.domain.clock import utcnow
 from service.domain.events import LedgerEvent
 from service.ledger.transaction import LedgerWrite
 from service.reads.consistent import head_seq
@@ -62,8 +62,7 @@ def test_event_times_never_go_backwards_even_if_the_clock_does(
 ) -> None:
     api.purpose()
     api.user("u1", jurisdiction="US")
-    real = service.ledger.transaction.utcnow
-    monkeypatch.setattr(service.ledger.transaction, "utcnow", lambda: real() - timedelta(hours=1))
+    monkeypatch.setattr("service.ledger.transaction.utcnow", lambda: utcnow() - timedelta(hours=1))
     api.user("u2", jurisdiction="US")
     with app.app_context():
         times = [e.at for e in db.session.query(Event).order_by(Event.seq)]

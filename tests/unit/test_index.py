@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -49,7 +50,9 @@ def ledger() -> Ledger:
     return led
 
 
-def answers(index: ConsentIndex, seq: int, ids: list[str | None]) -> list[tuple[str, str] | None]:
+def answers(
+    index: ConsentIndex, seq: int, ids: Sequence[str | None]
+) -> list[tuple[str, str] | None]:
     codes, stale = index.codes("p", seq, pa.array(ids, pa.string()))
     assert stale == []
     found = [cd.Code(int(c)) for c in codes]

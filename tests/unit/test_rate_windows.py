@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 from limits import parse
 
-import service.web.ratelimit
 from service.web.ratelimit import LocalWindows, SharedWindows
 
 
@@ -22,7 +21,7 @@ class FrozenTime:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> FrozenTime:
     frozen = FrozenTime(1_000_000.25)
-    monkeypatch.setattr(service.web.ratelimit.time, "time", frozen)
+    monkeypatch.setattr("service.web.ratelimit.time.time", frozen)
     return frozen
 
 
