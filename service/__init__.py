@@ -53,7 +53,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     from service.web.api import register_blueprints
 
-    register_blueprints()
+    register_blueprints(app)
 
     from service.web import console
 

@@ -12,6 +12,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from openapi_spec_validator import validate
 
+from service.domain.validation import PURPOSE_KEY_RE, USER_ID_RE
 from service.runtime.extensions import api as smorest_api
 from service.web.problems import PROBLEM_MEDIA_TYPE
 
@@ -101,3 +102,32 @@ def test_every_error_response_is_documented_as_problem_json(committed: dict[str,
         assert set(response.get("content", {})) == {PROBLEM_MEDIA_TYPE}, where
         schema = resolve(committed, response["content"][PROBLEM_MEDIA_TYPE]["schema"])
         assert {"type", "title", "status", "detail"} <= set(schema["properties"]), where
+
+
+def parameters(spec: dict[str, Any], name: str) -> list[tuple[str, dict[str, Any]]]:
+    """(where, schema) of every parameter of that name, on paths and on operations."""
+    found = []
+    for path, item in spec["paths"].items():
+        for key, node in item.items():
+            for parameter in node if key == "parameters" else node.get("parameters", []):
+                if parameter["name"] == name:
+                    found.append((f"{key} {path}", parameter["schema"]))
+    return found
+
+
+@pytest.mark.parametrize(
+    ("name", "pattern"),
+    [
+        ("user_id", USER_ID_RE.pattern),
+        ("purpose", PURPOSE_KEY_RE.pattern),
+        ("key", PURPOSE_KEY_RE.pattern),
+    ],
+)
+def test_every_path_parameter_carries_the_pattern_the_service_enforces(
+    committed: dict[str, Any], name: str, pattern: str
+) -> None:
+    found = parameters(committed, name)
+    assert found
+    assert {where: schema.get("pattern") for where, schema in found} == {
+        where: pattern for where, _ in found
+    }

@@ -39,7 +39,7 @@ BINARY = {"type": "string", "format": "binary"}
 UNBOUNDED = 1 << 62
 
 
-@blp.route("/lookup/<string:purpose>/<string:user_id>")
+@blp.route("/lookup/<purpose_key:purpose>/<user_id:user_id>")
 class Lookup(MethodView):
     """One decision."""
 
@@ -52,7 +52,7 @@ class Lookup(MethodView):
         return json_response(lookups.lookup(purpose, user_id, args["as_of"]))
 
 
-@blp.route("/lookup/<string:purpose>")
+@blp.route("/lookup/<purpose_key:purpose>")
 class BatchLookup(MethodView):
     """Many decisions."""
 
@@ -64,7 +64,7 @@ class BatchLookup(MethodView):
         return json_response(lookups.batch_lookup(purpose, body["user_ids"], body["as_of"]))
 
 
-@blp.route("/filter/<string:purpose>")
+@blp.route("/filter/<purpose_key:purpose>")
 class Filter(MethodView):
     """Streamed filter of any number of IDs."""
 
@@ -110,7 +110,7 @@ class Filter(MethodView):
         return Response(stream_with_context(body), mimetype=mimetype, headers=headers)
 
 
-@blp.route("/snapshots/<string:purpose>")
+@blp.route("/snapshots/<purpose_key:purpose>")
 class Snapshot(MethodView):
     """Every known subject in one set."""
 
