@@ -16,6 +16,7 @@ from service.web.schemas import (
     ChoiceHeadersSchema,
     ChoicePutSchema,
     DecisionSchema,
+    IdempotencyHeadersSchema,
     LiftArgsSchema,
     OverrideCreateSchema,
     OverrideSchema,
@@ -123,7 +124,7 @@ class UserOverrides(MethodView):
 
     @requires("support")
     @blp.arguments(OverrideCreateSchema())
-    @blp.arguments(ChoiceHeadersSchema(), location="headers")
+    @blp.arguments(IdempotencyHeadersSchema(), location="headers")
     @blp.response(201, OverrideSchema)
     def post(self, body: dict[str, Any], headers: dict[str, Any], user_id: str) -> Any:
         """Place an override, with reason and ticket, optionally expiring."""
