@@ -72,9 +72,11 @@ class Filter(MethodView):
     @blp.arguments(AsOfArgsSchema(), location="query")
     @blp.doc(
         requestBody={
-            "required": True,
-            "description": "Newline-separated user IDs (any number), or an Arrow IPC stream "
-            "with one column of string or int64 IDs.",
+            # Any number of IDs includes none: an empty body (HTTP cannot tell it from no
+            # body) is answered with no IDs.
+            "required": False,
+            "description": "Newline-separated user IDs (any number, none included), or an "
+            "Arrow IPC stream with one column of string or int64 IDs.",
             "content": {
                 TEXT: {"schema": {"type": "string"}},
                 lookups.ARROW_STREAM: {"schema": BINARY},
