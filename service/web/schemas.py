@@ -35,6 +35,9 @@ COMPONENTS: dict[str, dict[str, Any]] = {
     },
 }
 POLICY_DEFAULTS = {OPENAPI: {"$ref": "#/components/schemas/PolicyDefaults"}}
+# Examples in openapi.yaml, which schemathesis also tries first.
+USER_ID_EXAMPLE = "alice"
+PURPOSE_KEY_EXAMPLE = "model_training"
 
 
 def _state(**kwargs: Any) -> fields.String:
@@ -290,7 +293,11 @@ class PageArgsSchema(ma.Schema):
 class OverrideCreateSchema(StrictSchema):
     """Body of POST /v1/users/{user_id}/overrides."""
 
-    purpose = fields.String(required=True, validate=validate.Regexp(PURPOSE_KEY_RE))
+    purpose = fields.String(
+        required=True,
+        validate=validate.Regexp(PURPOSE_KEY_RE),
+        metadata={"example": PURPOSE_KEY_EXAMPLE},
+    )
     state = _state(required=True)
     reason = Text(multiline=True, required=True, validate=validate.Length(min=3, max=2000))
     ticket = Text(required=True, validate=validate.Length(min=1, max=100))
@@ -435,7 +442,11 @@ class ChangesArgsSchema(ma.Schema):
         unknown = ma.RAISE
 
     after = fields.Integer(load_default=0, validate=validate.Range(min=0, max=MAX_SEQ))
-    purpose = fields.String(load_default=None, validate=validate.Regexp(PURPOSE_KEY_RE))
+    purpose = fields.String(
+        load_default=None,
+        validate=validate.Regexp(PURPOSE_KEY_RE),
+        metadata={"example": PURPOSE_KEY_EXAMPLE},
+    )
     limit = fields.Integer(load_default=1000, validate=validate.Range(min=1, max=10000))
 
 

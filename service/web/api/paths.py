@@ -10,6 +10,7 @@ from werkzeug.routing import BaseConverter
 
 from service.domain.validation import PURPOSE_KEY_RE, USER_ID_RE
 from service.runtime.extensions import api
+from service.web.schemas import PURPOSE_KEY_EXAMPLE, USER_ID_EXAMPLE
 
 
 class PatternConverter(BaseConverter):
@@ -20,18 +21,21 @@ class PatternConverter(BaseConverter):
     """
 
     pattern: ClassVar[re.Pattern[str]]
+    example: ClassVar[str]
 
 
 class UserIdConverter(PatternConverter):
     """A user ID."""
 
     pattern = USER_ID_RE
+    example = USER_ID_EXAMPLE
 
 
 class PurposeKeyConverter(PatternConverter):
     """A purpose key."""
 
     pattern = PURPOSE_KEY_RE
+    example = PURPOSE_KEY_EXAMPLE
 
 
 CONVERTERS: dict[str, type[PatternConverter]] = {
@@ -41,7 +45,7 @@ CONVERTERS: dict[str, type[PatternConverter]] = {
 
 
 def _parameter_schema(converter: PatternConverter) -> dict[str, Any]:
-    return {"type": "string", "pattern": converter.pattern.pattern}
+    return {"type": "string", "pattern": converter.pattern.pattern, "example": converter.example}
 
 
 # Once per process: the Api keeps its converters and registers them again in each app's spec.
