@@ -1,10 +1,4 @@
-"""An apispec plugin for what marshmallow cannot say in openapi.yaml, stated beside the schemas.
-
-A field's `metadata["openapi"]` and a schema's `Meta.openapi` are merged into the generated
-JSON schema last, over what apispec derived, so that a constraint the service enforces outside
-marshmallow (in the domain's checks) is part of the contract too. Components that no
-marshmallow schema makes are registered with the plugin.
-"""
+"""An apispec plugin for what marshmallow cannot say in openapi.yaml, stated beside the schemas."""
 
 from __future__ import annotations
 
@@ -37,7 +31,12 @@ def _field_openapi(
 
 
 class ContractPlugin(BasePlugin):
-    """Registers the given components and applies fields' and schemas' `openapi` additions."""
+    """Registers the given components and applies fields' and schemas' `openapi` additions.
+
+    A field's `metadata["openapi"]` and a schema's `Meta.openapi` are merged into the generated
+    JSON schema last, over what apispec derived, so that a rule the service enforces outside
+    marshmallow (in the domain's checks) is part of the contract too.
+    """
 
     def __init__(self, components: Mapping[str, dict[str, Any]]) -> None:
         super().__init__()
