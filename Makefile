@@ -48,7 +48,8 @@ test: lint typecheck pytest
 
 # Longer runs of the bounded fuzzing and load tests that `make test` includes.
 fuzz: $(STAMP)
-	CONSENT_FUZZ_EXAMPLES=$${CONSENT_FUZZ_EXAMPLES:-300} $(BIN)/pytest -q tests/fuzz
+	CONSENT_FUZZ_EXAMPLES=$${CONSENT_FUZZ_EXAMPLES:-300} \
+		CONSENT_FUZZ_ROLES=$${CONSENT_FUZZ_ROLES:-app,pipeline,support,admin} $(BIN)/pytest -q tests/fuzz
 
 soak: $(STAMP)
 	CONSENT_SOAK_SECONDS=$${CONSENT_SOAK_SECONDS:-120} $(BIN)/pytest -q -s tests/load

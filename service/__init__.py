@@ -17,6 +17,8 @@ from service.runtime.database import engine_options
 from service.runtime.extensions import db, migrate
 from service.runtime.readiness import MIGRATIONS_DIR
 from service.web import logs, metrics, problems, ratelimit
+from service.web.schemas import COMPONENTS
+from service.web.spec import ContractPlugin
 
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
@@ -43,7 +45,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     db.init_app(app)
     migrate.init_app(app, db, directory=str(MIGRATIONS_DIR), render_as_batch=True)
     database.init_app(app)
-    extensions.api.init_app(app)
+    extensions.api.init_app(app, spec_kwargs={"extra_plugins": [ContractPlugin(COMPONENTS)]})
     extensions.api.spec.components.security_scheme(
         "bearerAuth", {"type": "http", "scheme": "bearer", "description": "API key"}
     )
@@ -55,7 +57,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     from service.web.api import register_blueprints
 
-    register_blueprints()
+    register_blueprints(app)
 
     from service.web import console
 

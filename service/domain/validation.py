@@ -3,17 +3,44 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from service.domain.errors import ValidationFailed
-from service.domain.policy import STATES, is_country, is_selector
+from service.domain.policy import COUNTRY_CODES, REGION_GROUPS, STATES, WILDCARD
 
 USER_ID_PATTERN = "^[A-Za-z0-9._:@-]{1,64}$"
 USER_ID_RE = re.compile(USER_ID_PATTERN)
 PURPOSE_KEY_RE = re.compile(r"^[a-z][a-z0-9_]{1,47}$")
 USER_ID_RULE = "1-64 characters from A-Z a-z 0-9 . _ : @ -"
 PURPOSE_KEY_RULE = "^[a-z][a-z0-9_]{1,47}$"
+
+
+def _any_case(codes: Iterable[str]) -> str:
+    """A regex alternation of upper-case codes, each in any letter case, grouped by first letter.
+
+    Spelt with character classes rather than a case-insensitive flag, so the same pattern means
+    the same in Python and in the ECMA regexes of openapi.yaml, and matches ASCII letters only.
+    """
+    groups: dict[str, list[str]] = {}
+    for code in sorted(codes):
+        groups.setdefault(code[:-1], []).append(code[-1])
+    return "|".join(
+        "".join(f"[{c}{c.lower()}]" for c in stem) + f"[{''.join(ends)}{''.join(ends).lower()}]"
+        for stem, ends in groups.items()
+    )
+
+
+# The concepts below are sets (ISO 3166-1, the region groups); their regexes are built from the
+# sets, so the service's checks and the patterns openapi.yaml documents are one and the same.
+COUNTRY_CODE_PATTERN = f"(?:{_any_case(COUNTRY_CODES)})"
+# Surrounding blanks are forgiven: ' de ' is DE.
+JURISDICTION_RE = re.compile(rf"^[ \t\r\n]*({COUNTRY_CODE_PATTERN})[ \t\r\n]*$")
+SELECTOR_RE = re.compile(
+    rf"^(?:{re.escape(WILDCARD)}|{_any_case(REGION_GROUPS)}|{COUNTRY_CODE_PATTERN})$"
+)
+# Every selector in its canonical (upper) case, as a default policy is stored.
+SELECTORS: tuple[str, ...] = (WILDCARD, *sorted(REGION_GROUPS), *sorted(COUNTRY_CODES))
 
 
 def is_user_id(value: str) -> bool:
@@ -45,13 +72,13 @@ def jurisdiction(value: str | None, field: str = "jurisdiction") -> str | None:
     """Normalise an ISO 3166-1 alpha-2 code to upper case; None means no jurisdiction."""
     if value is None:
         return None
-    code = value.strip().upper()
-    if not is_country(code):
+    match = JURISDICTION_RE.fullmatch(value)
+    if match is None:
         raise ValidationFailed(
             f"{value[:20]!r} is not an ISO 3166-1 alpha-2 country code.",
             errors={field: ["Must be an ISO 3166-1 alpha-2 country code (e.g. DE) or null."]},
         )
-    return code
+    return match.group(1).upper()
 
 
 def defaults(value: Mapping[str, Any], field: str = "defaults") -> dict[str, str]:
@@ -59,8 +86,8 @@ def defaults(value: Mapping[str, Any], field: str = "defaults") -> dict[str, str
     problems: dict[str, list[str]] = {}
     clean: dict[str, str] = {}
     for raw_selector, state in value.items():
-        selector = raw_selector if raw_selector in ("*", "EEA") else raw_selector.upper()
-        if not is_selector(selector):
+        selector = raw_selector.upper()
+        if SELECTOR_RE.fullmatch(raw_selector) is None:
             problems[f"{field}.{raw_selector}"] = [
                 "Selector must be an ISO 3166-1 alpha-2 code, a region group (EEA) or '*'."
             ]

@@ -14,7 +14,10 @@ from service.reads.state import load_user
 from service.runtime.extensions import db
 from service.runtime.models import Choice, Purpose
 
-_ETAG_RE = re.compile(r'^\s*(?:W/)?"(\d{1,18})"\s*$')
+# An entity tag as this API issues them (a version, quoted), optionally weak.
+ETAG_RE = re.compile(r'(?:W/)?"([0-9]{1,18})"')
+# An If-Match value (HTTP drops the blanks around it): '*', or a comma-separated list of tags.
+IF_MATCH_RE = re.compile(rf"^(?:\*|{ETAG_RE.pattern}(?: *, *{ETAG_RE.pattern})*)$")
 
 
 def etag(version: int) -> str:
@@ -24,18 +27,15 @@ def etag(version: int) -> str:
 
 def parse_if_match(header: str) -> set[int] | None:
     """Return the versions an If-Match header accepts, or None for '*' (any version)."""
-    if header.strip() == "*":
+    value = header.strip(" ")
+    if IF_MATCH_RE.fullmatch(value) is None:
+        raise BadRequest(
+            f'If-Match must hold ETags such as "3" as returned by this API, not {header!r}.',
+            errors={"If-Match": ["Not a valid ETag list."]},
+        )
+    if value == "*":
         return None
-    versions = set()
-    for part in header.split(","):
-        m = _ETAG_RE.match(part)
-        if m is None:
-            raise BadRequest(
-                f'If-Match must hold ETags such as "3" as returned by this API, not {header!r}.',
-                errors={"If-Match": ["Not a valid ETag list."]},
-            )
-        versions.add(int(m.group(1)))
-    return versions
+    return {int(version) for version in ETAG_RE.findall(value)}
 
 
 def require_purpose(key: str) -> Purpose:

@@ -10,11 +10,42 @@ import marshmallow as ma
 from marshmallow import fields, validate
 
 from consent_client.wire import MAX_BATCH, SNAPSHOT_FORMATS, SNAPSHOT_SETS
-from service.domain.validation import PURPOSE_KEY_RE
+from service.domain.policy import STATES
+from service.domain.validation import (
+    JURISDICTION_RE,
+    PURPOSE_KEY_RE,
+    SELECTORS,
+    USER_ID_RE,
+)
+from service.ledger.choices import IF_MATCH_RE
+from service.reads.asof import RFC3339_RE, SEQ_RE
+from service.web.spec import OPENAPI
+
+# Components that no marshmallow schema makes, registered by the ContractPlugin.
+COMPONENTS: dict[str, dict[str, Any]] = {
+    "State": {"type": "string", "enum": list(STATES)},
+    "PolicyDefaults": {
+        "type": "object",
+        "description": "A state per selector: an ISO 3166-1 alpha-2 country code, a region "
+        "group (EEA), or '*'. Selectors in lower case are accepted too and stored in upper "
+        "case; each selector at most once.",
+        "properties": {selector: "State" for selector in SELECTORS},
+        "additionalProperties": False,
+        "example": {"EEA": "denied", "*": "granted"},
+    },
+}
+POLICY_DEFAULTS = {OPENAPI: {"$ref": "#/components/schemas/PolicyDefaults"}}
+# Examples in openapi.yaml, which schemathesis also tries first.
+USER_ID_EXAMPLE = "alice"
+PURPOSE_KEY_EXAMPLE = "model_training"
 
 
 def _state(**kwargs: Any) -> fields.String:
-    return fields.String(validate=validate.OneOf(["granted", "denied"]), **kwargs)
+    return fields.String(validate=validate.OneOf(STATES), **kwargs)
+
+
+def _state_out(**kwargs: Any) -> fields.String:
+    return fields.String(metadata={"enum": list(STATES)}, **kwargs)
 
 
 def _basis() -> fields.String:
@@ -25,8 +56,13 @@ def _timestamp(**kwargs: Any) -> fields.String:
     return fields.String(metadata={"format": "date-time"}, **kwargs)
 
 
+_CONTROL_CHARS = "\\x00-\\x1f\\x7f"
+_CONTROL = re.compile(f"[{_CONTROL_CHARS}]")
 _NOT_TEXT = re.compile("[\x00\ud800-\udfff]")
-_CONTROL = re.compile("[\x00-\x1f\x7f]")
+# What Text admits, as openapi.yaml says it (lone surrogates are refused too, but no ECMA
+# regex can name them, and no JSON encoder sends them unescaped).
+ONE_LINE_PATTERN = f"^[^{_CONTROL_CHARS}]*$"
+MULTILINE_PATTERN = "^[^\\x00]*$"
 MAX_SEQ = 2**63 - 1
 
 
@@ -37,6 +73,10 @@ class Text(fields.String):
     def __init__(self, *, multiline: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.multiline = multiline
+        if not any(isinstance(v, validate.Regexp) for v in self.validators):
+            # A field with a pattern of its own documents that one (apispec takes the first).
+            pattern = MULTILINE_PATTERN if multiline else ONE_LINE_PATTERN
+            self.metadata = {"pattern": pattern, **self.metadata}
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
         text = super()._deserialize(value, attr, data, **kwargs)
@@ -78,7 +118,7 @@ class PurposeCreateSchema(StrictSchema):
         keys=Text(validate=validate.Length(min=1, max=8)),
         values=_state(),
         required=True,
-        metadata={"example": {"EEA": "denied", "*": "granted"}},
+        metadata=POLICY_DEFAULTS,
     )
     unknown_subject = _state(load_default="denied")
 
@@ -88,8 +128,15 @@ class PurposePatchSchema(StrictSchema):
 
     title = Text(validate=validate.Length(min=1, max=200))
     description = Text(multiline=True, validate=validate.Length(max=5000))
-    defaults = fields.Dict(keys=Text(validate=validate.Length(min=1, max=8)), values=_state())
+    defaults = fields.Dict(
+        keys=Text(validate=validate.Length(min=1, max=8)),
+        values=_state(),
+        metadata=POLICY_DEFAULTS,
+    )
     unknown_subject = _state()
+
+    class Meta(StrictSchema.Meta):
+        openapi = {"minProperties": 1}
 
     @ma.validates_schema
     def _not_empty(self, data: dict[str, Any], **_: Any) -> None:
@@ -103,8 +150,8 @@ class PurposeSchema(ma.Schema):
     key = fields.String()
     title = fields.String()
     description = fields.String()
-    defaults = fields.Dict(keys=fields.String(), values=fields.String())
-    unknown_subject = fields.String()
+    defaults = fields.Dict(keys=fields.String(), values=fields.String(), metadata=POLICY_DEFAULTS)
+    unknown_subject = _state_out()
     version = fields.Integer()
     created_seq = fields.Integer()
     updated_seq = fields.Integer()
@@ -118,7 +165,10 @@ class SubjectPutSchema(StrictSchema):
     jurisdiction = fields.String(
         required=True,
         allow_none=True,
-        metadata={"description": "ISO 3166-1 alpha-2 country code, or null"},
+        metadata={
+            "description": "ISO 3166-1 alpha-2 country code (any case), or null",
+            "pattern": JURISDICTION_RE.pattern,
+        },
     )
 
 
@@ -126,7 +176,7 @@ class OverrideBriefSchema(ma.Schema):
     """The override a decision rests on."""
 
     id = fields.Integer()
-    state = fields.String()
+    state = _state_out()
     placed_by = fields.String()
     ticket = fields.String()
     expires_at = _timestamp(allow_none=True)
@@ -138,7 +188,7 @@ class LookupSchema(ma.Schema):
     user_id = fields.String()
     purpose = fields.String()
     allowed = fields.Boolean()
-    state = fields.String()
+    state = _state_out()
     basis = _basis()
     as_of = fields.Integer()
 
@@ -147,11 +197,12 @@ class DecisionSchema(LookupSchema):
     """Effective consent for one user and purpose, with its basis and the seq it is as of,
     and the facts behind it."""
 
-    # Its own field: a shared one would make openapi.yaml share one YAML anchor between both.
+    # Their own fields: shared ones would make openapi.yaml share YAML anchors between both.
+    state = _state_out()
     basis = _basis()
 
     version = fields.Integer(metadata={"description": "Version of the user's choice (0: none)"})
-    choice = fields.String(allow_none=True)
+    choice = _state_out(allow_none=True)
     source = fields.String(allow_none=True)
     default_selector = fields.String(allow_none=True)
     override = fields.Nested(OverrideBriefSchema, allow_none=True)
@@ -179,14 +230,26 @@ class ChoicePutSchema(StrictSchema):
     )
 
 
-class ChoiceHeadersSchema(ma.Schema):
-    """Conditional and idempotent write headers."""
+class IdempotencyHeadersSchema(ma.Schema):
+    """The header that makes a write safe to retry."""
 
     class Meta:
         unknown = ma.EXCLUDE
 
-    if_match = Text(data_key="If-Match", validate=validate.Length(max=200))
     idempotency_key = Text(data_key="Idempotency-Key", validate=validate.Length(min=1, max=255))
+
+
+class ChoiceHeadersSchema(IdempotencyHeadersSchema):
+    """Conditional and idempotent write headers."""
+
+    if_match = Text(
+        data_key="If-Match",
+        metadata={
+            "description": "* (any version), or ETags as this API returns them, e.g. "
+            '"3", W/"3", comma-separated; 412 unless one names the current version.',
+            "pattern": IF_MATCH_RE.pattern,
+        },
+    )
 
 
 class EventSchema(ma.Schema):
@@ -230,7 +293,11 @@ class PageArgsSchema(ma.Schema):
 class OverrideCreateSchema(StrictSchema):
     """Body of POST /v1/users/{user_id}/overrides."""
 
-    purpose = fields.String(required=True, validate=validate.Regexp(PURPOSE_KEY_RE))
+    purpose = fields.String(
+        required=True,
+        validate=validate.Regexp(PURPOSE_KEY_RE),
+        metadata={"example": PURPOSE_KEY_EXAMPLE},
+    )
     state = _state(required=True)
     reason = Text(multiline=True, required=True, validate=validate.Length(min=3, max=2000))
     ticket = Text(required=True, validate=validate.Length(min=1, max=100))
@@ -252,7 +319,7 @@ class OverrideSchema(ma.Schema):
     id = fields.Integer()
     user_id = fields.String()
     purpose = fields.String()
-    state = fields.String()
+    state = _state_out()
     reason = fields.String()
     ticket = fields.String()
     placed_by = fields.String()
@@ -273,25 +340,42 @@ class HealthSchema(ma.Schema):
     checks = fields.Dict(keys=fields.String(), values=fields.String())
 
 
+# An as_of as text: a seq or an RFC 3339 time as the ledger reads them (service.reads.asof), or
+# empty for the head. The time's date must exist too, so that branch is also a date-time.
+AS_OF_RE = re.compile(f"^(?:{SEQ_RE.pattern}|{RFC3339_RE.pattern})?$")
+AS_OF_ERROR = "Must be a seq or an RFC 3339 time with an offset or Z."
+AS_OF_BRANCHES = {"anyOf": [{"pattern": f"^(?:{SEQ_RE.pattern})?$"}, {"format": "date-time"}]}
+MAX_AS_OF = 10**19 - 1  # the largest seq SEQ_RE reads
+
+
 class AsOfField(fields.Field):  # type: ignore[type-arg]
     """A seq (integer or digit string) or an RFC 3339 time, kept as text for the ledger."""
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
         if isinstance(value, bool) or not isinstance(value, int | str):
             raise ma.ValidationError("Must be a seq or an RFC 3339 time.")
-        return str(value)
+        text = str(value)
+        if AS_OF_RE.fullmatch(text) is None:
+            raise ma.ValidationError(AS_OF_ERROR)
+        return text
 
 
 AS_OF_DOC = {
-    "description": "A seq, or an RFC 3339 time; omitted means the ledger head.",
+    "description": "A seq, or an RFC 3339 time; omitted means the ledger head. A seq beyond "
+    "the head, or a time not yet past, is a 422: its answer could still change.",
     "example": "42",
-    "type": "string",
+    OPENAPI: AS_OF_BRANCHES,
 }
 # In a JSON body a seq may also be a number.
 AS_OF_BODY_DOC = {
     "description": AS_OF_DOC["description"],
     "example": 42,
-    "oneOf": [{"type": "integer", "minimum": 0}, {"type": "string", "maxLength": 64}],
+    OPENAPI: {
+        "oneOf": [
+            {"type": "integer", "minimum": 0, "maximum": MAX_AS_OF},
+            {"type": "string", "pattern": AS_OF_RE.pattern, **AS_OF_BRANCHES},
+        ]
+    },
 }
 
 
@@ -301,17 +385,33 @@ class AsOfArgsSchema(ma.Schema):
     class Meta:
         unknown = ma.RAISE
 
-    as_of = Text(load_default=None, validate=validate.Length(max=64), metadata=AS_OF_DOC)
+    as_of = Text(
+        load_default=None,
+        validate=validate.Regexp(AS_OF_RE, error=AS_OF_ERROR),
+        metadata=AS_OF_DOC,
+    )
 
 
 class BatchLookupArgsSchema(StrictSchema):
     """Body of POST /v1/lookup/{purpose}."""
 
     user_ids = fields.List(
-        fields.Raw(allow_none=True, metadata={"type": "string"}),
+        fields.Raw(
+            metadata={
+                OPENAPI: {
+                    "oneOf": [
+                        {"type": "string", "pattern": USER_ID_RE.pattern},
+                        # A numeric ID as a number: its digits must make a user ID.
+                        {"type": "integer", "minimum": 0, "maximum": 10**64 - 1},
+                    ]
+                }
+            }
+        ),
         required=True,
         metadata={
-            "description": f"At most {MAX_BATCH:,} IDs (strings; numeric IDs may be integers)"
+            "description": f"At most {MAX_BATCH:,} IDs (strings; numeric IDs may be integers); "
+            "more is a 413.",
+            "maxItems": MAX_BATCH,
         },
     )
     as_of = AsOfField(load_default=None, metadata=AS_OF_BODY_DOC)
@@ -342,7 +442,11 @@ class ChangesArgsSchema(ma.Schema):
         unknown = ma.RAISE
 
     after = fields.Integer(load_default=0, validate=validate.Range(min=0, max=MAX_SEQ))
-    purpose = fields.String(load_default=None, validate=validate.Regexp(PURPOSE_KEY_RE))
+    purpose = fields.String(
+        load_default=None,
+        validate=validate.Regexp(PURPOSE_KEY_RE),
+        metadata={"example": PURPOSE_KEY_EXAMPLE},
+    )
     limit = fields.Integer(load_default=1000, validate=validate.Range(min=1, max=10000))
 
 

@@ -12,8 +12,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 from openapi_spec_validator import validate
 
+from service.domain.validation import PURPOSE_KEY_RE, SELECTORS, USER_ID_RE
 from service.runtime.extensions import api as smorest_api
 from service.web.problems import PROBLEM_MEDIA_TYPE
+from service.web.schemas import AS_OF_RE
 
 OPENAPI_YAML = Path(__file__).resolve().parents[2] / "openapi.yaml"
 
@@ -101,3 +103,51 @@ def test_every_error_response_is_documented_as_problem_json(committed: dict[str,
         assert set(response.get("content", {})) == {PROBLEM_MEDIA_TYPE}, where
         schema = resolve(committed, response["content"][PROBLEM_MEDIA_TYPE]["schema"])
         assert {"type", "title", "status", "detail"} <= set(schema["properties"]), where
+
+
+def parameters(spec: dict[str, Any], name: str) -> list[tuple[str, dict[str, Any]]]:
+    """(where, schema) of every parameter of that name, on paths and on operations."""
+    found = []
+    for path, item in spec["paths"].items():
+        for key, node in item.items():
+            for parameter in node if key == "parameters" else node.get("parameters", []):
+                if parameter["name"] == name:
+                    found.append((f"{key} {path}", parameter["schema"]))
+    return found
+
+
+@pytest.mark.parametrize(
+    ("name", "pattern"),
+    [
+        ("user_id", USER_ID_RE.pattern),
+        ("purpose", PURPOSE_KEY_RE.pattern),
+        ("key", PURPOSE_KEY_RE.pattern),
+    ],
+)
+def test_every_path_parameter_carries_the_pattern_the_service_enforces(
+    committed: dict[str, Any], name: str, pattern: str
+) -> None:
+    found = parameters(committed, name)
+    assert found
+    assert {where: schema.get("pattern") for where, schema in found} == {
+        where: pattern for where, _ in found
+    }
+
+
+def test_every_as_of_parameter_is_a_seq_or_an_rfc_3339_time(committed: dict[str, Any]) -> None:
+    found = parameters(committed, "as_of")
+    assert len(found) == 3
+    for where, schema in found:
+        assert schema["pattern"] == AS_OF_RE.pattern, where
+        assert {"format": "date-time"} in schema["anyOf"], where
+
+
+def test_a_default_policy_admits_every_selector_and_nothing_else(
+    committed: dict[str, Any],
+) -> None:
+    defaults = committed["components"]["schemas"]["PolicyDefaults"]
+    assert set(defaults["properties"]) == set(SELECTORS)
+    assert defaults["additionalProperties"] is False
+    for name in ("PurposeCreate", "PurposePatch", "Purpose"):
+        field = committed["components"]["schemas"][name]["properties"]["defaults"]
+        assert field == {"$ref": "#/components/schemas/PolicyDefaults"}, name

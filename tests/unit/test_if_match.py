@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from service.domain.errors import BadRequest
-from service.ledger.choices import etag, parse_if_match
+from service.ledger.choices import IF_MATCH_RE, etag, parse_if_match
 
 
 @pytest.mark.parametrize(
@@ -71,3 +71,22 @@ def test_etag_is_the_version_quoted() -> None:
 @pytest.mark.parametrize("version", [0, 1, 42, 10**17])
 def test_etag_round_trips_through_if_match(version: int) -> None:
     assert parse_if_match(etag(version)) == {version}
+
+
+def test_a_long_list_of_etags_is_read_whole() -> None:
+    header = ", ".join(f'W/"{v}"' for v in range(40))
+    assert len(header) > 200
+    assert parse_if_match(header) == set(range(40))
+
+
+@pytest.mark.parametrize("header", ['"1"', '  W/"2" ,"3"  ', "*", '"1";', "", '"1",,"2"', "\t*"])
+def test_the_documented_if_match_pattern_admits_exactly_what_is_parsed(header: str) -> None:
+    # openapi.yaml documents IF_MATCH_RE for the value as HTTP delivers it (blanks dropped).
+    documented = IF_MATCH_RE.fullmatch(header.strip(" \t")) is not None
+    try:
+        parse_if_match(header.strip(" \t"))
+    except BadRequest:
+        parsed = False
+    else:
+        parsed = True
+    assert documented == parsed

@@ -8,6 +8,7 @@ import pytest
 
 from service.domain import validation
 from service.domain.errors import ValidationFailed
+from service.domain.policy import COUNTRY_CODES
 
 # --- user_id -----------------------------------------------------------------------------------
 
@@ -125,6 +126,23 @@ def test_jurisdiction_that_is_not_an_alpha_2_country_code_fails(value: str) -> N
     assert set(caught.value.errors) == {"jurisdiction"}
 
 
+@pytest.mark.parametrize("value", ["\u0131t", "\u017fe", "\xdf", "\u212aE", "DE\u00a0", "\x0bDE"])
+def test_jurisdiction_is_ascii_letters_only_whatever_upper_casing_makes_of_others(
+    value: str,
+) -> None:
+    # 'ıt'.upper() is 'IT' and 'ß'.upper() 'SS': the code must be what openapi.yaml says.
+    with pytest.raises(ValidationFailed):
+        validation.jurisdiction(value)
+
+
+def test_the_jurisdiction_pattern_admits_every_country_in_every_case_and_nothing_else() -> None:
+    for code in COUNTRY_CODES:
+        for spelt in (code, code.lower(), code.title(), code[0].lower() + code[1]):
+            assert validation.JURISDICTION_RE.fullmatch(spelt), spelt
+    assert validation.JURISDICTION_RE.fullmatch("EEA") is None
+    assert validation.JURISDICTION_RE.fullmatch("XX") is None
+
+
 def test_jurisdiction_error_is_keyed_by_the_field_name_given() -> None:
     with pytest.raises(ValidationFailed) as caught:
         validation.jurisdiction("XX", field="subject.jurisdiction")
@@ -191,6 +209,30 @@ def test_defaults_refuse_the_same_country_given_twice_in_different_case() -> Non
 
     assert caught.value.errors is not None
     assert set(caught.value.errors) == {"defaults.de"}
+
+
+@pytest.mark.parametrize("selector", ["\xdf", "\u0131t", "\ufb06"])
+def test_defaults_refuse_a_selector_that_only_upper_casing_makes_a_country(selector: str) -> None:
+    # 'ß'.upper() is 'SS' (South Sudan) and 'ﬆ'.upper() 'ST': not what the contract admits.
+    with pytest.raises(ValidationFailed) as caught:
+        validation.defaults({selector: "granted"})
+
+    assert caught.value.errors is not None
+    assert set(caught.value.errors) == {f"defaults.{selector}"}
+
+
+def test_defaults_accept_the_region_group_in_any_case() -> None:
+    assert validation.defaults({"eea": "denied", "*": "granted"}) == {
+        "EEA": "denied",
+        "*": "granted",
+    }
+
+
+def test_every_selector_is_listed_once_in_its_stored_case() -> None:
+    assert len(set(validation.SELECTORS)) == len(validation.SELECTORS) == len(COUNTRY_CODES) + 2
+    for selector in validation.SELECTORS:
+        assert validation.SELECTOR_RE.fullmatch(selector), selector
+        assert validation.defaults({selector: "granted"}) == {selector: "granted"}
 
 
 def test_defaults_errors_are_keyed_by_the_field_name_given() -> None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from flask import Flask
+
 from service.runtime.extensions import api
-from service.web.api import audit, health, pipeline, purposes, users
+from service.web.api import audit, health, paths, pipeline, purposes, users
 
 
-def register_blueprints() -> None:
-    """Register every blueprint on the Api."""
+def register_blueprints(app: Flask) -> None:
+    """Register every blueprint on the Api, after the path converters its routes use."""
+    paths.init_app(app)
     for module in (health, purposes, users, pipeline, audit):
         api.register_blueprint(module.blp)

@@ -41,7 +41,7 @@ BINARY = {"type": "string", "format": "binary"}
 UNBOUNDED = 1 << 62
 
 
-@blp.route("/lookup/<string:purpose>/<string:user_id>")
+@blp.route("/lookup/<purpose_key:purpose>/<user_id:user_id>")
 class Lookup(MethodView):
     """One decision."""
 
@@ -54,7 +54,7 @@ class Lookup(MethodView):
         return json_response(lookups.lookup(purpose, user_id, args["as_of"]))
 
 
-@blp.route("/lookup/<string:purpose>")
+@blp.route("/lookup/<purpose_key:purpose>")
 class BatchLookup(MethodView):
     """Many decisions."""
 
@@ -66,7 +66,7 @@ class BatchLookup(MethodView):
         return json_response(lookups.batch_lookup(purpose, body["user_ids"], body["as_of"]))
 
 
-@blp.route("/filter/<string:purpose>")
+@blp.route("/filter/<purpose_key:purpose>")
 class Filter(MethodView):
     """Streamed filter of any number of IDs."""
 
@@ -74,9 +74,11 @@ class Filter(MethodView):
     @blp.arguments(AsOfArgsSchema(), location="query")
     @blp.doc(
         requestBody={
-            "required": True,
-            "description": "Newline-separated user IDs (any number), or an Arrow IPC stream "
-            "with one column of string or int64 IDs.",
+            # Any number of IDs includes none: an empty body (HTTP cannot tell it from no
+            # body) is answered with no IDs.
+            "required": False,
+            "description": "Newline-separated user IDs (any number, none included), or an "
+            "Arrow IPC stream with one column of string or int64 IDs.",
             "content": {
                 wire.TEXT_IDS: {"schema": {"type": "string"}},
                 wire.ARROW_STREAM: {"schema": BINARY},
@@ -112,7 +114,7 @@ class Filter(MethodView):
         return Response(stream_with_context(body), mimetype=mimetype, headers=headers)
 
 
-@blp.route("/snapshots/<string:purpose>")
+@blp.route("/snapshots/<purpose_key:purpose>")
 class Snapshot(MethodView):
     """Every known subject in one set."""
 

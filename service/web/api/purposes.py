@@ -34,7 +34,7 @@ class PurposeCollection(MethodView):
         return purposes.create(current_actor(), **body)
 
 
-@blp.route("/<string:key>")
+@blp.route("/<purpose_key:key>")
 class PurposeItem(MethodView):
     """One purpose."""
 

@@ -16,6 +16,7 @@ from service.web.schemas import (
     ChoiceHeadersSchema,
     ChoicePutSchema,
     DecisionSchema,
+    IdempotencyHeadersSchema,
     LiftArgsSchema,
     OverrideCreateSchema,
     OverrideSchema,
@@ -35,7 +36,7 @@ def _idempotency(headers: dict[str, Any], body: dict[str, Any]) -> IdempotencyRe
     return IdempotencyRequest.of(key, request.method, request.path, body)
 
 
-@blp.route("/<string:user_id>")
+@blp.route("/<user_id:user_id>")
 class UserItem(MethodView):
     """A subject."""
 
@@ -59,7 +60,7 @@ class UserItem(MethodView):
         return subjects.erase(current_actor(), user_id)
 
 
-@blp.route("/<string:user_id>/consents")
+@blp.route("/<user_id:user_id>/consents")
 class UserConsents(MethodView):
     """A user's effective consent for every purpose."""
 
@@ -70,7 +71,7 @@ class UserConsents(MethodView):
         return choices.get_decisions(user_id)
 
 
-@blp.route("/<string:user_id>/consents/<string:purpose>")
+@blp.route("/<user_id:user_id>/consents/<purpose_key:purpose>")
 class UserConsent(MethodView):
     """A user's consent for one purpose."""
 
@@ -99,7 +100,7 @@ class UserConsent(MethodView):
         return decision, {"ETag": choices.etag(decision["version"])}
 
 
-@blp.route("/<string:user_id>/events")
+@blp.route("/<user_id:user_id>/events")
 class UserEvents(MethodView):
     """A user's history."""
 
@@ -111,7 +112,7 @@ class UserEvents(MethodView):
         return history.user_events(user_id, args["after"], args["limit"])
 
 
-@blp.route("/<string:user_id>/overrides")
+@blp.route("/<user_id:user_id>/overrides")
 class UserOverrides(MethodView):
     """Support overrides for a user."""
 
@@ -123,7 +124,7 @@ class UserOverrides(MethodView):
 
     @requires("support")
     @blp.arguments(OverrideCreateSchema())
-    @blp.arguments(ChoiceHeadersSchema(), location="headers")
+    @blp.arguments(IdempotencyHeadersSchema(), location="headers")
     @blp.response(201, OverrideSchema)
     def post(self, body: dict[str, Any], headers: dict[str, Any], user_id: str) -> Any:
         """Place an override, with reason and ticket, optionally expiring."""
@@ -139,7 +140,7 @@ class UserOverrides(MethodView):
         )
 
 
-@blp.route("/<string:user_id>/overrides/<int(max=2147483647):override_id>")
+@blp.route("/<user_id:user_id>/overrides/<int(max=2147483647):override_id>")
 class UserOverride(MethodView):
     """One override."""
 
