@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import socket
@@ -77,10 +78,8 @@ class Watchdog:
     def _cut_off(self) -> None:
         self._fired.set()
         if self.conn.sock is not None:
-            try:
+            with contextlib.suppress(OSError):
                 self.conn.sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
     @property
     def fired(self) -> bool:

@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -215,17 +215,11 @@ def stop(server: Server) -> None:
     """Stop the master and its workers: TERM, then KILL of its process group if it lingers."""
     process = server.process
     if process.poll() is None:
-        try:
+        with suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
+        with suppress(subprocess.TimeoutExpired):
             process.wait(STOP_GRACE_SECONDS)
-        except subprocess.TimeoutExpired:
-            pass
-    try:
-        # Workers of a master that died abruptly are still in its group.
+    # Workers of a master that died abruptly are still in its group.
+    with suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
     process.wait(STOP_GRACE_SECONDS)

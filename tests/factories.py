@@ -46,9 +46,12 @@ def assert_problem(resp: TestResponse, status: int) -> dict[str, Any]:
     body = json.loads(resp.get_data(as_text=True))
     assert isinstance(body, dict)
     assert body["status"] == status
-    assert isinstance(body["type"], str) and body["type"]
-    assert isinstance(body["title"], str) and body["title"]
-    assert isinstance(body["detail"], str) and body["detail"]
+    assert isinstance(body["type"], str)
+    assert body["type"]
+    assert isinstance(body["title"], str)
+    assert body["title"]
+    assert isinstance(body["detail"], str)
+    assert body["detail"]
     return body
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import socket
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 
 class TcpProxy:
@@ -80,10 +80,8 @@ class TcpProxy:
 
 
 def _close(s: socket.socket) -> None:
-    try:
+    with suppress(OSError):
         s.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
     s.close()
 
 

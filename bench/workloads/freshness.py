@@ -26,6 +26,16 @@ class _Poll:
     correct: bool
 
 
+def _streak(polls: list[_Poll]) -> int:
+    """How many of the latest polls in a row answered right."""
+    count = 0
+    for p in reversed(polls):
+        if not p.correct:
+            break
+        count += 1
+    return count
+
+
 def _poll_until_reflected(
     s: Session, uid: str, want: bool, written_at: float
 ) -> tuple[float | None, int, list[str]]:
@@ -39,14 +49,6 @@ def _poll_until_reflected(
     lock = threading.Lock()
     stop = threading.Event()
     deadline = written_at + FRESHNESS_POLL_LIMIT
-
-    def streak() -> int:
-        count = 0
-        for p in reversed(polls):
-            if not p.correct:
-                break
-            count += 1
-        return count
 
     def poller() -> None:
         while not stop.is_set() and time.monotonic() < deadline:
@@ -63,7 +65,7 @@ def _poll_until_reflected(
             with lock:
                 polls.append(_Poll(started, correct))
                 polls.sort(key=lambda p: p.started)
-                if streak() >= FRESHNESS_STREAK:
+                if _streak(polls) >= FRESHNESS_STREAK:
                     stop.set()
 
     threads = [threading.Thread(target=poller, daemon=True) for _ in range(FRESHNESS_POLLERS)]
@@ -71,7 +73,7 @@ def _poll_until_reflected(
         t.start()
     for t in threads:
         t.join(FRESHNESS_POLL_LIMIT + 15)
-    if streak() < FRESHNESS_STREAK:
+    if _streak(polls) < FRESHNESS_STREAK:
         return None, len(polls), list(wrong)
     stale = [i for i, p in enumerate(polls) if not p.correct]
     if not stale:

@@ -6,6 +6,7 @@ rowid ranges), so no per-row Python objects are made for the millions of subject
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import io
 from collections.abc import Iterator
@@ -60,10 +61,8 @@ def _release_build_memory() -> None:
     """Hand the build's freed buffers back to the OS: a worker's resident memory is then the
     index itself, not the high-water mark of reading it."""
     pa.default_memory_pool().release_unused()
-    try:
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to trim
-        pass
 
 
 def _table_batches(table: str, schema: pa.Schema) -> Iterator[pa.RecordBatch]:

@@ -55,8 +55,5 @@ def feed(
         rows = db.session.execute(query.order_by(Event.seq).limit(limit + 1)).all()
     has_more = len(rows) > limit
     events = [event_document(r) for r in rows[:limit]]
-    if has_more:
-        next_after = events[-1]["seq"]
-    else:
-        next_after = max(after, head)
+    next_after = events[-1]["seq"] if has_more else max(after, head)
     return {"events": events, "next_after": next_after, "has_more": has_more, "head": head}

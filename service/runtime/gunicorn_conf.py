@@ -17,7 +17,8 @@ else:
     METRICS_DIR, OWN_METRICS_DIR = tempfile.mkdtemp(prefix="consent-metrics-"), True
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = METRICS_DIR
 
-from service.web import logs  # noqa: E402  (after the metrics directory is set)
+# Imported only now: after the metrics directory is set (see above).
+from service.web import logs
 
 bind = os.environ.get("CONSENT_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("CONSENT_WORKERS", "2"))

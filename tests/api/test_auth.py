@@ -114,7 +114,8 @@ def test_a_pipeline_may_not_read_users_nor_learn_whether_they_exist(
 ) -> None:
     resp = api.call("GET", path, role="pipeline")
     problem = assert_problem(resp, 403)
-    assert "u1" not in problem["detail"] and "ghost" not in problem["detail"]
+    assert "u1" not in problem["detail"]
+    assert "ghost" not in problem["detail"]
 
 
 # --- 401 -----------------------------------------------------------------------------------------
@@ -220,8 +221,10 @@ def _rows(app: Flask, table: str) -> list[dict[str, Any]]:
 def test_a_key_is_stored_only_as_a_hash_of_its_token(app: Flask) -> None:
     with app.app_context():
         doc, token = api_keys.create_key("pipeline-nightly", "pipeline")
-    assert token.startswith(api_keys.TOKEN_PREFIX) and len(token) > 40
-    assert "token" not in doc and "token_hash" not in doc
+    assert token.startswith(api_keys.TOKEN_PREFIX)
+    assert len(token) > 40
+    assert "token" not in doc
+    assert "token_hash" not in doc
     keys = _rows(app, "api_keys")
     assert len(keys) == 1
     assert all(token not in str(value) for value in keys[0].values())

@@ -27,7 +27,8 @@ def test_each_choice_bumps_the_version_and_records_before_and_after(api: Any) ->
         ("choice_set", "granted", "denied"),
         ("choice_set", "denied", "granted"),
     ]
-    assert events[-1]["data"]["version"] == 2 and events[-1]["data"]["source"] == "settings"
+    assert events[-1]["data"]["version"] == 2
+    assert events[-1]["data"]["source"] == "settings"
 
 
 def test_if_match_with_the_current_version_succeeds_and_a_stale_one_is_412(api: Any) -> None:
@@ -118,7 +119,8 @@ def test_source_defaults_to_api_and_is_validated(api: Any) -> None:
         role="app",
         json={"state": "granted", "source": "Not A Source!"},
     )
-    assert bad.status_code == 422 and "source" in bad.get_json()["errors"]
+    assert bad.status_code == 422
+    assert "source" in bad.get_json()["errors"]
 
 
 def test_reading_all_consents_lists_every_purpose(api: Any) -> None:

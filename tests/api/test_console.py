@@ -86,7 +86,8 @@ def staffed(api: Api, console: Console) -> Console:
 def test_every_console_page_carries_the_security_headers(console: Console) -> None:
     resp = console.get("/console/sign-in")
     csp = resp.headers["Content-Security-Policy"]
-    assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    assert "default-src 'self'" in csp
+    assert "frame-ancestors 'none'" in csp
     assert "unsafe-inline" not in csp
     assert resp.headers["X-Frame-Options"] == "DENY"
     assert resp.headers["Referrer-Policy"] == "same-origin"
@@ -97,17 +98,23 @@ def test_every_console_page_carries_the_security_headers(console: Console) -> No
 
 def test_pages_have_no_inline_script_or_style(staffed: Console) -> None:
     html = staffed.text("/console/users/u1")
-    assert "<script" not in html and "style=" not in html and "<style" not in html
+    assert "<script" not in html
+    assert "style=" not in html
+    assert "<style" not in html
 
 
 def test_signing_in_sets_a_strict_httponly_expiring_cookie_without_the_token(
     api: Api, console: Console
 ) -> None:
     resp = console.sign_in(api.tokens["support"])
-    assert resp.status_code == 302 and resp.location.endswith("/console/users")
+    assert resp.status_code == 302
+    assert resp.location.endswith("/console/users")
     cookie = resp.headers["Set-Cookie"]
-    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Expires=" in cookie
-    assert "Path=/console" in cookie and "Secure" not in cookie
+    assert "HttpOnly" in cookie
+    assert "SameSite=Strict" in cookie
+    assert "Expires=" in cookie
+    assert "Path=/console" in cookie
+    assert "Secure" not in cookie
     assert api.tokens["support"] not in cookie
 
 
@@ -174,7 +181,8 @@ def test_the_json_api_needs_no_csrf_token(api: Api) -> None:
 
 def test_pages_need_a_session(console: Console) -> None:
     resp = console.get("/console/users/u1")
-    assert resp.status_code == 302 and resp.location.endswith("/console/sign-in")
+    assert resp.status_code == 302
+    assert resp.location.endswith("/console/sign-in")
 
 
 def test_a_session_ends_after_its_absolute_lifetime(staffed: Console) -> None:
@@ -218,7 +226,8 @@ def test_an_override_is_placed_only_after_confirmation_and_shows_in_the_api_hist
     form = {"purpose": "model_training", "state": "granted", "reason": "Regulator request"}
     form["ticket"] = "SUP-123"
     page = staffed.post("/console/users/u1/overrides", form, form_page="/console/users/u1")
-    assert page.status_code == 200 and "Place this override?" in page.get_data(as_text=True)
+    assert page.status_code == 200
+    assert "Place this override?" in page.get_data(as_text=True)
     assert api.consent("u1")["basis"] == "default"
 
     done = staffed.post(
@@ -240,7 +249,8 @@ def test_lifting_an_override_needs_a_reason_and_a_confirmation(api: Api, staffed
     override_id = api.override("u1", "granted").get_json()["id"]
     path = f"/console/users/u1/overrides/{override_id}/lift"
     missing = staffed.post(path, {"reason": ""}, form_page="/console/users/u1")
-    assert missing.status_code == 422 and "reason is required" in missing.get_data(as_text=True)
+    assert missing.status_code == 422
+    assert "reason is required" in missing.get_data(as_text=True)
     ask = staffed.post(path, {"reason": "Resolved"}, form_page="/console/users/u1")
     assert "Lift this override?" in ask.get_data(as_text=True)
     staffed.post(path, {"reason": "Resolved", "confirmed": "yes"}, form_page="/console/users/u1")
@@ -257,7 +267,8 @@ def test_the_timeline_is_newest_first_and_paged(api: Api, staffed: Console) -> N
         api.choose("u1", "granted" if i % 2 else "denied")
     first = staffed.text("/console/users/u1")
     seqs = [int(s) for s in re.findall(r'class="seq">#(\d+)', first)]
-    assert len(seqs) == 50 and seqs == sorted(seqs, reverse=True)
+    assert len(seqs) == 50
+    assert seqs == sorted(seqs, reverse=True)
     assert "Older" in first
     second = staffed.text("/console/users/u1?page=2")
     assert [int(s) for s in re.findall(r'class="seq">#(\d+)', second)][0] < seqs[-1]
@@ -308,9 +319,11 @@ def test_bad_defaults_get_a_clear_message(api: Api, console: Console) -> None:
     console.sign_in(api.tokens["admin"])
     edit = "/console/purposes/model_training"
     resp = console.post(edit, {"defaults": "EEA maybe", "unknown_subject": "denied"})
-    assert resp.status_code == 422 and "SELECTOR=granted" in resp.get_data(as_text=True)
+    assert resp.status_code == 422
+    assert "SELECTOR=granted" in resp.get_data(as_text=True)
     resp = console.post(edit, {"defaults": "XX=denied", "unknown_subject": "denied"})
-    assert resp.status_code == 422 and "ISO 3166-1" in resp.get_data(as_text=True)
+    assert resp.status_code == 422
+    assert "ISO 3166-1" in resp.get_data(as_text=True)
 
 
 def test_impact_counts_only_subjects_on_their_default(api: Api, app: Flask) -> None:
@@ -373,7 +386,8 @@ def test_every_basis_has_words(decision: dict[str, Any], words: str) -> None:
 
 def test_the_generated_secret_is_kept_private_and_reused(tmp_path: Path) -> None:
     first = persisted_secret(str(tmp_path))
-    assert persisted_secret(str(tmp_path)) == first and len(first) == 64
+    assert persisted_secret(str(tmp_path)) == first
+    assert len(first) == 64
     assert (tmp_path / "console-secret-key").stat().st_mode & 0o777 == 0o600
 
 
@@ -384,4 +398,5 @@ def test_the_api_never_opens_a_session_even_for_a_signed_in_browser(
         "/v1/purposes", headers={"Authorization": f"Bearer {api.tokens['pipeline']}"}
     )
     assert resp.status_code == 200
-    assert "Set-Cookie" not in resp.headers and "Cookie" not in resp.headers.get("Vary", "")
+    assert "Set-Cookie" not in resp.headers
+    assert "Cookie" not in resp.headers.get("Vary", "")

@@ -18,7 +18,8 @@ def test_override_beats_user_choice_until_lifted(api: Any) -> None:
     placed = api.override("u1", "denied")
     assert placed.status_code == 201
     body = placed.get_json()
-    assert body["status"] == "active" and body["placed_by"] == "support-key"
+    assert body["status"] == "active"
+    assert body["placed_by"] == "support-key"
     decision = api.consent("u1")
     assert (decision["state"], decision["basis"]) == ("denied", "override")
     assert decision["override"]["ticket"] == "SUP-1"
@@ -97,7 +98,8 @@ def test_an_override_expiry_is_judged_at_each_events_time(api: Any, clock: Clock
         "granted",
         "denied",
     )
-    assert expired["data"]["override_id"] == oid and expired["actor"] == "system:expiry"
+    assert expired["data"]["override_id"] == oid
+    assert expired["actor"] == "system:expiry"
     lift = api.call("DELETE", f"/v1/users/u1/overrides/{oid}?reason=late", role="support")
     assert lift.status_code == 409
 

@@ -13,7 +13,8 @@ from service.runtime.models import Event
 def test_a_purpose_is_created_read_and_listed(api: Any) -> None:
     created = api.purpose(defaults={"EEA": "denied", "*": "granted"})
     assert created["defaults"] == {"EEA": "denied", "*": "granted"}
-    assert created["unknown_subject"] == "denied" and created["version"] == 1
+    assert created["unknown_subject"] == "denied"
+    assert created["version"] == 1
     got = api.call("GET", "/v1/purposes/model_training", role="pipeline").get_json()
     assert got == created
     listed = api.call("GET", "/v1/purposes", role="app").get_json()
@@ -42,7 +43,8 @@ def test_changing_defaults_changes_answers_and_writes_policy_changed(app: Flask,
     with app.app_context():
         last = db.session.query(Event).order_by(Event.seq.desc()).first()
         assert last is not None
-        assert last.kind == "policy_changed" and last.purpose == "model_training"
+        assert last.kind == "policy_changed"
+        assert last.purpose == "model_training"
         assert last.data is not None
         assert last.data["before"] == {"defaults": {"*": "granted"}}
         assert last.data["after"] == {"defaults": {"*": "denied"}}

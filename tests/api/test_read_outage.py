@@ -79,7 +79,9 @@ def assert_unavailable(resp: TestResponse) -> None:
     assert resp.mimetype == "application/problem+json"
     assert int(resp.headers["Retry-After"]) >= 1
     body = json.loads(resp.get_data(as_text=True))
-    assert body["status"] == 503 and body["title"] and body["detail"]
+    assert body["status"] == 503
+    assert body["title"]
+    assert body["detail"]
     assert not {"allowed", "denied", "events", "state", "basis"} & set(body)
     assert "Consent-As-Of" not in resp.headers
 

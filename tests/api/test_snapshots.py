@@ -101,7 +101,8 @@ def test_allowed_and_denied_snapshots_partition_every_known_subject(
     denied = rows(snapshot(api, "denied", fmt), fmt)
     assert dict(allowed) == ALLOWED
     assert dict(denied) == DENIED
-    assert len(allowed) == len(ALLOWED) and len(denied) == len(DENIED)
+    assert len(allowed) == len(ALLOWED)
+    assert len(denied) == len(DENIED)
     assert not {u for u, _ in allowed} & {u for u, _ in denied}
 
 
@@ -228,7 +229,8 @@ def test_a_snapshot_of_more_than_one_page_lists_every_subject_once_in_order(
     denied_ids = [u for u, _ in denied]
     assert allowed_ids == byte_order([u for u, s in states.items() if s == "granted"])
     assert sorted(denied_ids) == sorted(u for u, s in states.items() if s == "denied")
-    assert len(set(allowed_ids)) == len(allowed_ids) and len(set(denied_ids)) == len(denied_ids)
+    assert len(set(allowed_ids)) == len(allowed_ids)
+    assert len(set(denied_ids)) == len(denied_ids)
     assert len(allowed_ids) + len(denied_ids) == len(subjects)
     assert dict(denied)["a1"] == "choice"
     ndjson = rows(snapshot(api, "allowed", "ndjson"), "ndjson")

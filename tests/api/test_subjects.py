@@ -61,7 +61,8 @@ def test_erasing_denies_every_purpose_and_keeps_the_history(api: Any) -> None:
     assert body["erased"] is True
     assert {(d["state"], d["basis"]) for d in body["consents"]} == {("denied", "erased")}
     kinds = [e["kind"] for e in api.events("u1")]
-    assert kinds.count("subject_erased") == 2 and kinds[0] == "subject_registered"
+    assert kinds.count("subject_erased") == 2
+    assert kinds[0] == "subject_registered"
 
 
 def test_erasing_twice_writes_nothing_more(api: Any) -> None:
@@ -102,7 +103,10 @@ def test_history_pages_by_seq_oldest_first(api: Any) -> None:
     for state in ("granted", "denied", "granted", "denied"):
         api.choose("u1", state)
     page = api.call("GET", "/v1/users/u1/events?limit=2", role="app").get_json()
-    assert page["has_more"] is True and len(page["events"]) == 2
+    assert page["has_more"] is True
+    assert len(page["events"]) == 2
     rest = api.call("GET", f"/v1/users/u1/events?after={page['next_after']}", role="app").get_json()
     seqs = [e["seq"] for e in page["events"] + rest["events"]]
-    assert seqs == sorted(seqs) and len(seqs) == 5 and rest["has_more"] is False
+    assert seqs == sorted(seqs)
+    assert len(seqs) == 5
+    assert rest["has_more"] is False

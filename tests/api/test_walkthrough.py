@@ -35,9 +35,12 @@ def test_readme_walkthrough_gives_each_user_the_right_state_basis_and_history(ap
     seqs = [e["seq"] for u in expected for e in api.events(u)]
     assert len(seqs) == len(set(seqs))
     override_event = api.events("u1")[1]
-    assert override_event["before"] == "denied" and override_event["after"] == "granted"
-    assert override_event["actor"] == "support-key" and override_event["role"] == "support"
-    assert override_event["reason"] == "regulator request" and override_event["ticket"] == "SUP-1"
+    assert override_event["before"] == "denied"
+    assert override_event["after"] == "granted"
+    assert override_event["actor"] == "support-key"
+    assert override_event["role"] == "support"
+    assert override_event["reason"] == "regulator request"
+    assert override_event["ticket"] == "SUP-1"
     assert override_event["request_id"]
 
 

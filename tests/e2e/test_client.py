@@ -102,7 +102,8 @@ def test_a_snapshot_is_written_whole_and_as_of_one_seq(
     client: ConsentClient, tmp_path: Path, name: str
 ) -> None:
     result = client.snapshot(PURPOSE, tmp_path / name, "allowed")
-    assert result.path.exists() and result.bytes > 0
+    assert result.path.exists()
+    assert result.bytes > 0
     if name.endswith(".parquet"):
         ids = pq.read_table(result.path).column("user_id").to_pylist()
         assert sorted(ids) == sorted(ALLOWED)
@@ -112,11 +113,14 @@ def test_a_snapshot_is_written_whole_and_as_of_one_seq(
 def test_changes_follows_the_cursor_and_resumes_from_a_stored_seq(client: ConsentClient) -> None:
     events = list(client.changes(0, limit=7))
     seqs = [e["seq"] for e in events]
-    assert seqs == sorted(seqs) and len(seqs) == len(set(seqs)) and seqs[-1] == client.head()
+    assert seqs == sorted(seqs)
+    assert len(seqs) == len(set(seqs))
+    assert seqs[-1] == client.head()
     middle = seqs[len(seqs) // 2]
     assert [e["seq"] for e in client.changes(middle, limit=5)] == [s for s in seqs if s > middle]
     only = list(client.changes(0, purpose=PURPOSE))
-    assert only and all(e["purpose"] == PURPOSE for e in only)
+    assert only
+    assert all(e["purpose"] == PURPOSE for e in only)
 
 
 def test_503s_and_429s_are_retried_until_the_service_answers(
@@ -168,11 +172,16 @@ def test_a_refusal_is_raised_at_once_without_retrying(
     server: LiveServer, proxy: FaultProxy
 ) -> None:
     proxy.reset()
-    with ConsentClient(proxy.url, "not-a-key", retry=FAST) as bad:
-        with pytest.raises(ConsentRefused) as refused:
-            bad.lookup(PURPOSE, ["1000"])
-    assert refused.value.status == 401 and proxy.requests == 1
-    with ConsentClient(proxy.url, server.tokens["pipeline"], retry=FAST) as c:
-        with pytest.raises(ConsentRefused) as unknown:
-            c.lookup("no_such_purpose", ["1000"])
+    with (
+        ConsentClient(proxy.url, "not-a-key", retry=FAST) as bad,
+        pytest.raises(ConsentRefused) as refused,
+    ):
+        bad.lookup(PURPOSE, ["1000"])
+    assert refused.value.status == 401
+    assert proxy.requests == 1
+    with (
+        ConsentClient(proxy.url, server.tokens["pipeline"], retry=FAST) as c,
+        pytest.raises(ConsentRefused) as unknown,
+    ):
+        c.lookup("no_such_purpose", ["1000"])
     assert unknown.value.status == 404

@@ -126,7 +126,8 @@ def test_the_client_installs_alone_without_the_server_or_its_dependencies(
         found["installed"]
     )
     assert SERVER_ONLY.isdisjoint(found["installed"])
-    assert "consent-ledger" not in found["installed"] and not found["service"]
+    assert "consent-ledger" not in found["installed"]
+    assert not found["service"]
 
 
 def test_consent_client_filter_from_that_install_keeps_exactly_the_allowed_rows(

@@ -86,12 +86,14 @@ def test_consent_filter_keeps_exactly_the_allowed_rows_and_writes_a_manifest(
     assert done.returncode == 0, done.stderr
     assert kept_ids(dst) == [u for u in ROWS if u in set(ALLOWED)]
     manifest = json.loads(Path(f"{dst}.manifest.json").read_text())
-    assert manifest["purpose"] == PURPOSE and manifest["service_url"] == server.base_url
+    assert manifest["purpose"] == PURPOSE
+    assert manifest["service_url"] == server.base_url
     assert manifest["input"]["sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
     assert manifest["output"]["sha256"] == hashlib.sha256(dst.read_bytes()).hexdigest()
     assert (manifest["input"]["rows"], manifest["kept"]) == (len(ROWS), len(ALLOWED))
     assert manifest["dropped"] == len(ROWS) - len(ALLOWED)
-    assert f"as_of {manifest['as_of']}" in done.stderr and "kept" in done.stderr
+    assert f"as_of {manifest['as_of']}" in done.stderr
+    assert "kept" in done.stderr
 
 
 def test_the_manifest_as_of_reproduces_the_answer_later(server: LiveServer, tmp_path: Path) -> None:
@@ -112,7 +114,8 @@ def test_a_missing_column_or_an_unreadable_file_is_exit_3_and_writes_nothing(
     src = dataset(tmp_path, "parquet")
     missing = consent(server, "filter", "--purpose", PURPOSE, "--column", "uid",
                       str(src), str(tmp_path / "out.parquet"))  # fmt: skip
-    assert missing.returncode == 3 and "no column 'uid'" in missing.stderr
+    assert missing.returncode == 3
+    assert "no column 'uid'" in missing.stderr
     garbage = tmp_path / "broken.parquet"
     garbage.write_bytes(b"not parquet at all")
     unreadable = consent(server, "filter", "--purpose", PURPOSE, "--column", "user_id",
@@ -128,13 +131,15 @@ def test_a_refusing_or_unreachable_service_is_exit_4_or_5_and_writes_nothing(
     out = tmp_path / "out.csv"
     refused = consent(server, "filter", "--purpose", PURPOSE, "--column", "user_id",
                       str(src), str(out), key="wrong-key")  # fmt: skip
-    assert refused.returncode == 4 and "401" in refused.stderr
+    assert refused.returncode == 4
+    assert "401" in refused.stderr
     proxy.reset()
     proxy.always = Fault(status=503)
     down = consent(proxy.url, "filter", "--purpose", PURPOSE, "--column", "user_id",
                    str(src), str(out), key=server.tokens["pipeline"])  # fmt: skip
     proxy.reset()
-    assert down.returncode == 5 and "nothing was written" in down.stderr
+    assert down.returncode == 5
+    assert "nothing was written" in down.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["posts.csv"]
 
 
@@ -188,7 +193,8 @@ def readme_spark_recipe() -> str:
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     after = readme.split("The same join in **Spark**", 1)[1]
     recipe = after.split("```python\n", 1)[1].split("```", 1)[0]
-    assert "s3://bucket/" in recipe and "left_anti" in recipe
+    assert "s3://bucket/" in recipe
+    assert "left_anti" in recipe
     return recipe
 
 

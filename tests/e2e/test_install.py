@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -65,12 +64,11 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def clean_environ(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
     """No CONSENT_* setting and no PYTHONPATH: the installed defaults alone decide."""
     for name in list(os.environ):
         if name.startswith("CONSENT_") or name == "PYTHONPATH":
             monkeypatch.delenv(name)
-    yield
 
 
 def site_packages(venv: Path) -> Path:

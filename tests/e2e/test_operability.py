@@ -75,7 +75,8 @@ def test_metrics_add_up_the_requests_of_every_worker(logged: LiveServer) -> None
     text = body.decode()
     line = 'consent_http_requests_total{method="GET",route="/v1/purposes",status="200"} 30.0'
     assert line in text
-    assert "consent_index_lag_seconds" in text and "consent_ledger_head_seq" in text
+    assert "consent_index_lag_seconds" in text
+    assert "consent_ledger_head_seq" in text
     pids = {r["pid"] for r in log_lines(logged) if r.get("route") == "/v1/purposes"}
     assert len(pids) == 2, "both workers should have answered some of the 30 requests"
 

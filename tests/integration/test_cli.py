@@ -31,14 +31,17 @@ def test_keys_create_prints_the_token_alone_on_its_last_line(
     result = run("keys", "create", "--role", "admin", "--name", "ops")
     assert result.exit_code == 0
     token = result.stdout.strip().splitlines()[-1]
-    assert token.startswith("cl_") and " " not in token
+    assert token.startswith("cl_")
+    assert " " not in token
     assert client.get("/v1/purposes", headers=bearer(token)).status_code == 200
 
 
 def test_keys_list_shows_names_and_roles_but_never_tokens(run: Any) -> None:
     token = run("keys", "create", "--role", "pipeline", "--name", "trainer").stdout.split()[-1]
     listed = run("keys", "list").stdout
-    assert "trainer" in listed and "pipeline" in listed and token not in listed
+    assert "trainer" in listed
+    assert "pipeline" in listed
+    assert token not in listed
     assert '"name": "trainer"' in run("keys", "list", "--json").stdout
 
 
@@ -54,7 +57,8 @@ def test_a_revoked_key_is_refused_on_the_next_request(run: Any, client: Any) -> 
 def test_bad_key_input_is_a_clear_error(run: Any) -> None:
     run("keys", "create", "--role", "app", "--name", "dup")
     dup = run("keys", "create", "--role", "app", "--name", "dup")
-    assert dup.exit_code == 2 and "exists already" in dup.stderr
+    assert dup.exit_code == 2
+    assert "exists already" in dup.stderr
     assert run("keys", "create", "--role", "root", "--name", "x").exit_code == 2
     assert run("keys", "revoke", "nobody").exit_code == 2
 
@@ -76,9 +80,11 @@ def test_purposes_create_takes_defaults_as_selector_state_pairs(run: Any) -> Non
     assert result.exit_code == 0, result.output
     assert '"EEA": "denied"' in result.stdout
     listed = run("purposes", "list").stdout
-    assert "model_training" in listed and "unknown_subject=denied" in listed
+    assert "model_training" in listed
+    assert "unknown_subject=denied" in listed
     bad = run("purposes", "create", "other_purpose", "--title", "x", "--default", "XX=granted")
-    assert bad.exit_code == 2 and "defaults.XX" in bad.stderr
+    assert bad.exit_code == 2
+    assert "defaults.XX" in bad.stderr
 
 
 def test_db_upgrade_on_a_database_at_head_is_a_no_op(run: Any) -> None:
@@ -87,4 +93,5 @@ def test_db_upgrade_on_a_database_at_head_is_a_no_op(run: Any) -> None:
 
 def test_overrides_expire_reports_how_many_it_recorded(run: Any) -> None:
     result = run("overrides", "expire")
-    assert result.exit_code == 0 and "Recorded 0" in result.stdout
+    assert result.exit_code == 0
+    assert "Recorded 0" in result.stdout

@@ -112,4 +112,5 @@ def test_a_bad_batch_size_is_a_usage_error(
 ) -> None:
     monkeypatch.setenv("CONSENT_DATABASE_URL", database_url)
     run = CliRunner().invoke(cli, ["idempotency", "prune", "--batch-size", batch_size])
-    assert run.exit_code == 2 and "--batch-size" in run.stderr
+    assert run.exit_code == 2
+    assert "--batch-size" in run.stderr

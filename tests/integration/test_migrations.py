@@ -72,9 +72,11 @@ def test_events_are_append_only_in_the_database(app: Flask) -> None:
             "UPDATE events SET reason = 'rewritten' WHERE seq = :seq",
             "DELETE FROM events WHERE seq = :seq",
         ):
-            with pytest.raises(sa.exc.DBAPIError, match="append-only"):
-                with db.engine.begin() as conn:
-                    conn.execute(sa.text(statement), {"seq": seq})
+            with (
+                pytest.raises(sa.exc.DBAPIError, match="append-only"),
+                db.engine.begin() as conn,
+            ):
+                conn.execute(sa.text(statement), {"seq": seq})
 
         with db.engine.connect() as conn:
             rows = conn.execute(

@@ -338,9 +338,9 @@ class ConsentClient:
         self,
         purpose: str,
         path: str | os.PathLike[str],
-        set: str = SNAPSHOT_SETS[0],  # noqa: A002  (the service's own parameter name)
+        set: str = SNAPSHOT_SETS[0],
         *,
-        format: str | None = None,  # noqa: A002
+        format: str | None = None,
         as_of: int | str | None = None,
     ) -> SnapshotResult:
         """Download every known subject in `set` to `path` (format from its extension, else
@@ -355,14 +355,14 @@ class ConsentClient:
             fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent or ".")
             tmp = Path(tmp_name)
             try:
-                with os.fdopen(fd, "wb") as out:
-                    with self._http.stream(
-                        "GET", f"/v1/snapshots/{purpose}", params=params
-                    ) as response:
-                        self._check(response)
-                        pinned = int(response.headers[AS_OF_HEADER])
-                        for block in response.iter_bytes(1 << 20):
-                            out.write(block)
+                with (
+                    os.fdopen(fd, "wb") as out,
+                    self._http.stream("GET", f"/v1/snapshots/{purpose}", params=params) as response,
+                ):
+                    self._check(response)
+                    pinned = int(response.headers[AS_OF_HEADER])
+                    for block in response.iter_bytes(1 << 20):
+                        out.write(block)
                 if fmt == "parquet":
                     pq.read_metadata(tmp)  # a file without its footer raises here
                 size = tmp.stat().st_size

@@ -30,7 +30,7 @@ def require_body_type(accepted: tuple[str, ...]) -> None:
     has_body = bool(request.content_length) or "chunked" in request.headers.get(
         "Transfer-Encoding", ""
     )
-    if has_body and not (request.mimetype in accepted or (JSON == accepted and request.is_json)):
+    if has_body and not (request.mimetype in accepted or (accepted == JSON and request.is_json)):
         raise UnsupportedMediaType(
             f"This endpoint reads {' or '.join(accepted)}, "
             f"not {request.mimetype or 'an untyped body'}."

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import tempfile
@@ -60,10 +61,8 @@ def persisted_secret(instance_path: str) -> str:
         try:
             with os.fdopen(fd, "w") as f:
                 f.write(secrets.token_hex(32))
-            try:
+            with contextlib.suppress(FileExistsError):
                 os.link(tmp, path)
-            except FileExistsError:
-                pass
         finally:
             os.unlink(tmp)
     return path.read_text().strip()
