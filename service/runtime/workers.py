@@ -12,14 +12,37 @@ reverse proxy in front of a service exposed to untrusted networks.
 
 from __future__ import annotations
 
+import json
+import socket
 import time
 from typing import Any
 
+from gunicorn import util
 from gunicorn.workers.gthread import DEFAULT_WORKER_DATA_TIMEOUT, TConn, ThreadWorker
 
 from service.runtime.config import client_timeouts
+from service.web.problems import PROBLEM_MEDIA_TYPE, problem_document
 
 HEADER_TIMEOUT, IO_TIMEOUT = client_timeouts()
+
+
+def write_problem(sock: socket.socket, status: int, reason: str, message: str) -> None:
+    """Write gunicorn's own error answers as problem+json, like every answer of the app.
+
+    gunicorn answers a request it cannot hand to the app (a request line over its limit, a
+    malformed head, an unknown transfer coding) itself, in HTML; the contract says errors are
+    application/problem+json, whoever answers them.
+    """
+    body = json.dumps(problem_document(status, reason, message or reason)).encode()
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\n"
+        f"Content-Type: {PROBLEM_MEDIA_TYPE}\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    util.write_nonblock(sock, head.encode("latin-1") + body)
+
+
+# gunicorn's workers look util.write_error up at each error they answer.
+util.write_error = write_problem
 
 
 class DeadlineConn(TConn):  # type: ignore[misc]

@@ -20,6 +20,26 @@ PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_TYPE_PREFIX = "urn:consent-ledger:problem:"
 
 
+def problem_document(
+    status: int,
+    title: str,
+    detail: str,
+    *,
+    slug: str | None = None,
+    errors: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The RFC 9457 body of an error answer."""
+    body: dict[str, Any] = {
+        "type": PROBLEM_TYPE_PREFIX + (slug or _slug_for(status)),
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
+    if errors:
+        body["errors"] = errors
+    return body
+
+
 def problem_response(
     status: int,
     title: str,
@@ -30,14 +50,7 @@ def problem_response(
     headers: Mapping[str, str] | None = None,
 ) -> Response:
     """Build an RFC 9457 problem+json response."""
-    body: dict[str, Any] = {
-        "type": PROBLEM_TYPE_PREFIX + (slug or _slug_for(status)),
-        "title": title,
-        "status": status,
-        "detail": detail,
-    }
-    if errors:
-        body["errors"] = errors
+    body = problem_document(status, title, detail, slug=slug, errors=errors)
     resp = Response(json.dumps(body), status=status, mimetype=PROBLEM_MEDIA_TYPE)
     for name, value in (headers or {}).items():
         resp.headers[name] = value
@@ -54,9 +67,13 @@ def _slug_for(status: int) -> str:
         409: "conflict",
         412: "precondition-failed",
         413: "payload-too-large",
+        414: "uri-too-long",
         415: "unsupported-media-type",
+        417: "expectation-failed",
         422: "validation-failed",
         429: "too-many-requests",
+        431: "request-header-fields-too-large",
+        501: "not-implemented",
         503: "unavailable",
     }.get(status, "error")
 
