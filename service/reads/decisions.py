@@ -19,18 +19,19 @@ from service.reads import asof
 from service.reads.consistent import read_transaction
 
 
-def pin(as_of: str | None, purpose: str) -> int:
+def pin(as_of: str | None, purpose: str | None) -> int:
     """The seq a read answers as of: the index's head when not given (no database round trip).
 
     A purpose the index has not heard of may have been created since its last poll: it then
-    catches up first, rather than answer 404 for a purpose that exists.
+    catches up first, rather than answer 404 for a purpose that exists. (None: a read about
+    no one purpose.)
     """
     index = ready_index()
     if index is not None:
         text = (as_of or "").strip()
         if not text:
             follower().ensure_current()
-            if purpose not in index.purposes:
+            if purpose is not None and purpose not in index.purposes:
                 catch_up(index)
             return index.seq
         if asof.SEQ_RE.fullmatch(text) and int(text) <= index.seq:

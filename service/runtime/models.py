@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Mapped, mapped_column
 
+from service.domain.runs import REMEDIATION_ACTIONS
 from service.runtime.extensions import Base
 
 STATES = ("granted", "denied")
@@ -197,9 +198,6 @@ class IdempotencyRecord(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
 
 
-REMEDIATION_ACTIONS = ("retrained", "excluded_from_next", "unlearned", "retained")
-
-
 class Run(Base):
     """A training run and the ledger answer (purpose, as_of) it used; never changed once written."""
 
@@ -251,8 +249,7 @@ class RunRemediation(Base):
     __tablename__ = "run_remediations"
     __table_args__ = (
         sa.CheckConstraint(
-            "action IN ('retrained', 'excluded_from_next', 'unlearned', 'retained')",
-            name="action",
+            "action IN (" + ", ".join(f"'{a}'" for a in REMEDIATION_ACTIONS) + ")", name="action"
         ),
         sa.Index("ix_run_remediations_run_id_recorded_seq", "run_id", "recorded_seq"),
     )
