@@ -3,7 +3,6 @@ violations and affected members streamed, and a run as an OpenLineage event."""
 
 from __future__ import annotations
 
-import json
 import threading
 import uuid
 from collections import OrderedDict
@@ -401,20 +400,39 @@ def _encoded(tables: Iterator[pa.Table], schema: pa.Schema, fmt: str) -> Iterato
 def _text(tables: Iterator[pa.Table]) -> Iterator[bytes]:
     """One member a line, its fields separated by tabs (an empty seq: none)."""
     for table in tables:
-        if not table.num_rows:
-            continue
-        columns = [pc.fill_null(pc.cast(c, pa.string()), "") for c in table.columns]
-        lines = pc.binary_join_element_wise(*columns, "\t")
-        yield ("\n".join(lines.to_pylist()) + "\n").encode()
+        if table.num_rows:
+            columns = [pc.fill_null(pc.cast(c, pa.string()), "") for c in table.columns]
+            yield _lines(pc.binary_join_element_wise(*columns, "\t"))
 
 
 def _ndjson(tables: Iterator[pa.Table]) -> Iterator[bytes]:
-    """One JSON object a line."""
+    """One JSON object a line. Built by Arrow, not json.dumps: user IDs and bases hold only
+    characters JSON needs no escape for (validation.USER_ID_PATTERN), and seqs are numbers."""
     for table in tables:
-        if table.num_rows:
-            yield "".join(
-                json.dumps(row, separators=(",", ":")) + "\n" for row in table.to_pylist()
-            ).encode()
+        if not table.num_rows:
+            continue
+        parts: list[Any] = []
+        for i, name in enumerate(table.column_names):
+            column = table.column(i)
+            opening = "{" if i == 0 else ","
+            if pa.types.is_integer(column.type):
+                parts += [f'{opening}"{name}":', pc.fill_null(pc.cast(column, pa.string()), "null")]
+            else:
+                parts += [f'{opening}"{name}":"', column, '"']
+        parts.append("}")
+        yield _lines(pc.binary_join_element_wise(*parts, ""))
+
+
+def _lines(texts: pa.ChunkedArray | pa.Array) -> bytes:
+    """The strings, each followed by a newline, as one bytes object (no Python string each)."""
+    lined = pc.binary_join_element_wise(texts, "", "\n")
+    chunks = lined.chunks if isinstance(lined, pa.ChunkedArray) else [lined]
+    out = []
+    for chunk in chunks:
+        offsets = np.frombuffer(chunk.buffers()[1], dtype=np.int32)
+        begin, end = offsets[chunk.offset], offsets[chunk.offset + len(chunk)]
+        out.append(chunk.buffers()[2].slice(begin, end - begin).to_pybytes())
+    return b"".join(out)
 
 
 def _parquet(tables: Iterator[pa.Table], schema: pa.Schema) -> Iterator[bytes]:
