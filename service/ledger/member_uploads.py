@@ -63,11 +63,13 @@ class Collector:
             at_least = pc.greater_equal(column, pa.scalar(NUMERIC_LIMIT, kind))
             large = valid & pc.fill_null(at_least, False).to_numpy(zero_copy_only=False)
         small = valid & ~large
-        if small.any():
+        if small.all():  # the usual batch: every value an ID kept as a number, no copy
+            self.numbers.append(pc.cast(column, pa.int64()).to_numpy(zero_copy_only=False))
+        elif small.any():
             self.numbers.append(pc.cast(column.filter(pa.array(small)), pa.int64()).to_numpy())
         if large.any():  # 19 and more digits: valid IDs, kept as text like the read index does
             self.strings.append(pc.cast(column.filter(pa.array(large)), pa.string()))
-        self._note_bad(valid, pc.cast(column, pa.string()))
+        self._note_bad(valid, column)
         self.seen += len(column)
 
     def _note_bad(self, valid: npt.NDArray[np.bool_], shown: pa.Array) -> None:
@@ -75,7 +77,7 @@ class Collector:
         self.bad += len(bad)
         for i in bad[: max(0, SHOWN_ERRORS - len(self.shown))].tolist():
             value = shown[i].as_py()
-            quoted = "null" if value is None else repr(value[:80])
+            quoted = "null" if value is None else repr(str(value)[:80])
             self.shown[f"{self.unit} {self.seen + i + 1}"] = [
                 f"{quoted} is not a valid user ID ({validation.USER_ID_RULE})."
             ]
@@ -91,6 +93,7 @@ class Collector:
                 errors=self.shown,
             )
         numbers = np.concatenate(self.numbers) if self.numbers else np.empty(0, np.int64)
+        self.numbers.clear()
         strings = pa.concat_arrays(self.strings) if self.strings else pa.array([], pa.string())
         return MemberSet.of(numbers, strings)
 

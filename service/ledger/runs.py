@@ -17,7 +17,7 @@ from service.reads import asof, decisions
 from service.reads import runs as run_reads
 from service.reads.consistent import read_transaction
 from service.reads.lookups import ARROW_STREAM
-from service.reads.members import MemberSet, encode_codes
+from service.reads.members import MemberSet, cache, encode_codes
 from service.runtime.extensions import db
 from service.runtime.models import Purpose, Run, RunMembers, RunRemediation
 
@@ -157,6 +157,7 @@ def record_members(actor: Actor, run_id: int, body: IO[bytes], media_type: str) 
         )
         recorded = run_reads.Recorded(len(members), not_allowed, digest, w.at, w.head, actor.name)
         db.session.expunge(run)
+    cache().keep(run_id, members)  # committed: this worker need not decode them again
     seq = run_reads.pin(str(w.head))  # the counts are as of this write: follow to it first
     return run_reads.run_document(run, recorded, seq, [])
 

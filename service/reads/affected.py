@@ -1,9 +1,9 @@
 """Which of a run's members a later answer of the ledger denies, and since which event.
 
 A member is affected as of seq S when their effective state as of S is denied. Their `seq` is
-the event after the run's as_of that began the denial still in force at S: the last change
-from granted to denied in (as_of, S]. None when they were denied all along since as_of (a
-member the run should not have used, still denied).
+the event after the run's as_of that began the denial still in force at S: the first seq as of
+which the ledger answers denied after the last change from granted in (as_of, S]. None when
+they were denied all along since as_of (a member the run should not have used, still denied).
 
 A member's state changes only at their own events, whose `before` and `after` record it, and
 at the purpose's policy events, which record no one's state. So: the state as of S comes from
@@ -65,21 +65,25 @@ class Denials:
 
 def own_denials(purpose: str, after: int, through: int) -> Denials:
     """Last granted -> denied change per user among their events for purpose in (after, through]."""
+    denial = (
+        Event.purpose == purpose,
+        Event.seq > after,
+        Event.seq <= through,
+        Event.user_id.is_not(None),
+        Event.before == "granted",
+        Event.after == "denied",
+    )
     with read_transaction(consistent=False):
         rows = db.session.execute(
             sa.select(Event.user_id, sa.func.max(Event.seq))
-            .where(
-                Event.purpose == purpose,
-                Event.seq > after,
-                Event.seq <= through,
-                Event.user_id.is_not(None),
-                Event.before == "granted",
-                Event.after == "denied",
-            )
+            .where(*denial, Event.kind != ev.Kind.OVERRIDE_EXPIRED.value)
             .group_by(Event.user_id)
         ).all()
-    ids = pa.array([r[0] for r in rows], pa.string())
-    seqs = np.array([r[1] for r in rows], dtype=np.int64)
+        found: dict[str, int] = {str(r[0]): int(r[1]) for r in rows}
+        for user_id, seq in _expiries(denial, after):
+            found[user_id] = max(found.get(user_id, 0), seq)
+    ids = pa.array(list(found), pa.string())
+    seqs = np.fromiter(found.values(), dtype=np.int64, count=len(found))
     numeric = numeric_mask(ids) if len(ids) else np.zeros(0, dtype=np.bool_)
     numbers = pc.cast(ids.filter(pa.array(numeric)), pa.int64()).to_numpy()
     order = np.argsort(numbers, kind="stable")
@@ -87,6 +91,31 @@ def own_denials(purpose: str, after: int, through: int) -> Denials:
     texts = ids.filter(pa.array(others)).to_pylist()
     strings = dict(zip(texts, seqs[others].tolist(), strict=True))
     return Denials(numbers[order], seqs[numeric][order], strings)
+
+
+def _expiries(denial: tuple[sa.ColumnElement[bool], ...], after: int) -> list[tuple[str, int]]:
+    """Overrides whose expiry denied a user, each with the first seq answering denied.
+
+    Expiry is judged at the time of the event an answer is as of, and every override due at
+    a write expires in it, before its own events: the first event at or after the expiry
+    (another user's expiry, written in the same transaction, may come first) is where answers
+    change, not necessarily the override_expired event itself.
+    """
+    rows = db.session.execute(
+        sa.select(Event.user_id, Event.kind, Event.purpose, Event.data).where(
+            *denial, Event.kind == ev.Kind.OVERRIDE_EXPIRED.value
+        )
+    ).all()
+    found = []
+    for row in rows:
+        expiry = ev.from_row(row)
+        assert isinstance(expiry, ev.OverrideExpired)
+        first = db.session.execute(
+            sa.select(sa.func.min(Event.seq)).where(Event.at >= expiry.expires_at)
+        ).scalar_one()
+        if first is not None and first > after:
+            found.append((expiry.user_id, int(first)))
+    return found
 
 
 def denying_policy_events(purpose: str, after: int, through: int) -> list[int]:

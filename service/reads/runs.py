@@ -25,8 +25,8 @@ from service.domain.errors import Conflict, NotFound
 from service.readindex import codes as cd
 from service.reads import decisions
 from service.reads.affected import NO_SEQ, affected
-from service.reads.consistent import read_transaction
-from service.reads.members import MemberSet, cache, decode_codes, members_of
+from service.reads.consistent import head_seq, read_transaction
+from service.reads.members import cache, decode_codes, member_key, members_of
 from service.reads.streaming import ByteSink
 from service.runtime.extensions import db
 from service.runtime.models import Run, RunMembers, RunRemediation
@@ -313,20 +313,80 @@ def list_runs(
 # ---------------------------------------------------------------- a user's runs ------------
 
 
+@dataclass(frozen=True)
+class RunFacts:
+    """What a user's runs list says of a run with recorded members (none of it ever changes)."""
+
+    id: int
+    name: str
+    purpose: str
+    as_of: int
+    model: str | None
+    registered_seq: int
+    recorded_seq: int
+
+
+class RecordedRuns:
+    """Every run with members recorded, as this worker last read them, newest first.
+
+    Runs and their members never change once written, and seqs are handed out in commit
+    order, so a read only fetches the runs recorded after the last one it has seen, and none
+    at all when the ledger has not moved past what it last looked at.
+    """
+
+    def __init__(self) -> None:
+        self.runs: list[RunFacts] = []
+        self.seen = 0  # the last recorded_seq held
+        self.looked = 0  # the ledger head when the table was last read
+        self.lock = threading.Lock()
+
+    def as_of(self, seq: int) -> list[RunFacts]:
+        """The runs whose members were recorded as of seq, newest registration first."""
+        with self.lock:
+            if seq > self.looked:
+                self._follow()
+            return [r for r in self.runs if r.recorded_seq <= seq]
+
+    def _follow(self) -> None:
+        with read_transaction():
+            head, _ = head_seq()
+            rows = db.session.execute(
+                sa.select(
+                    Run.id,
+                    Run.name,
+                    Run.purpose,
+                    Run.as_of,
+                    Run.model,
+                    Run.registered_seq,
+                    RunMembers.recorded_seq,
+                )
+                .join(RunMembers, RunMembers.run_id == Run.id)
+                .where(RunMembers.recorded_seq > self.seen)
+            ).all()
+        if rows:
+            self.runs.extend(RunFacts(*row) for row in rows)
+            self.runs.sort(key=lambda r: r.registered_seq, reverse=True)
+            self.seen = max(r.recorded_seq for r in self.runs)
+        self.looked = head
+
+
+def _recorded_runs() -> RecordedRuns:
+    found = current_app.extensions.get("consent_recorded_runs")
+    if found is None:
+        found = current_app.extensions.setdefault("consent_recorded_runs", RecordedRuns())
+    assert isinstance(found, RecordedRuns)
+    return found
+
+
 def user_runs(user_id: str, as_of: str | None) -> dict[str, Any]:
     """The runs whose members include the user (members recorded as of the seq), newest
     first, each with whether the user is affected now (denied as of the seq)."""
     user_id = validation.user_id(user_id)
     seq = pin(as_of)
-    with read_transaction(consistent=False):
-        rows = db.session.execute(
-            sa.select(Run.id, Run.name, Run.purpose, Run.as_of, Run.model, Run.registered_seq)
-            .join(RunMembers, RunMembers.run_id == Run.id)
-            .where(RunMembers.recorded_seq <= seq)
-            .order_by(Run.registered_seq.desc())
-        ).all()
-    sets = cache().get_many([r.id for r in rows])
-    used = [r for r in rows if user_id in sets[r.id]]
+    runs = _recorded_runs().as_of(seq)
+    sets = cache().get_many([r.id for r in runs])
+    key = member_key(user_id)
+    used = [r for r in runs if sets[r.id].has(key)]
     codes = {p: decisions.code_of(p, seq, user_id) for p in {r.purpose for r in used}}
     return {
         "user_id": user_id,
@@ -506,8 +566,3 @@ def lineage(run_id: int, ledger: str) -> dict[str, Any]:
         "producer": PRODUCER,
         "schemaURL": OPENLINEAGE_SCHEMA,
     }
-
-
-def members_set(run_id: int) -> MemberSet:
-    """A recorded run's members (for the console's download and tests)."""
-    return members_of(run_id)
