@@ -15,6 +15,8 @@ have flipped are asked as of just before and at that event.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -23,6 +25,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
+from flask import current_app
 
 from service.domain import events as ev
 from service.domain.policy import Policy, default_for
@@ -38,6 +41,7 @@ from service.runtime.models import Event
 
 CHUNK = 1 << 20
 NO_SEQ = -1
+CHANGES_KEPT = 16
 
 
 @dataclass(frozen=True)
@@ -162,11 +166,43 @@ class Affected:
     seqs: IntArray  # NO_SEQ: denied all along since the run's as_of
 
 
+class Changes:
+    """The denials and denying policy events of a purpose between two seqs, as last computed
+    (runs of one purpose and as_of, listed at one head, share them); both never change."""
+
+    def __init__(self) -> None:
+        self.kept: OrderedDict[tuple[str, int, int], tuple[Denials, list[int]]] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def between(self, purpose: str, after: int, through: int) -> tuple[Denials, list[int]]:
+        """Denials and denying policy events of purpose in (after, through]."""
+        key = (purpose, after, through)
+        with self.lock:
+            found = self.kept.get(key)
+        if found is None:
+            found = (
+                own_denials(purpose, after, through),
+                denying_policy_events(purpose, after, through),
+            )
+            with self.lock:
+                self.kept[key] = found
+                while len(self.kept) > CHANGES_KEPT:
+                    self.kept.popitem(last=False)
+        return found
+
+
+def _changes() -> Changes:
+    found = current_app.extensions.get("consent_run_changes")
+    if found is None:
+        found = current_app.extensions.setdefault("consent_run_changes", Changes())
+    assert isinstance(found, Changes)
+    return found
+
+
 def affected(purpose: str, as_of: int, seq: int, members: MemberSet) -> Iterator[Affected]:
     """The run's affected members as of seq, slice by slice: numbers in numeric order, then
     the other IDs in byte order."""
-    denials = own_denials(purpose, as_of, seq)
-    flips = denying_policy_events(purpose, as_of, seq)
+    denials, flips = _changes().between(purpose, as_of, seq)
     for start in range(0, len(members.numbers), CHUNK):
         values = members.numbers[start : start + CHUNK]
         codes = decisions.number_codes(purpose, seq, values)
