@@ -25,7 +25,6 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
-from flask import current_app
 
 from service.domain import events as ev
 from service.domain.policy import Policy, default_for
@@ -36,7 +35,7 @@ from service.readindex.index import JURISDICTIONS
 from service.reads import asof, decisions
 from service.reads.consistent import read_transaction
 from service.reads.members import IntArray, MemberSet
-from service.runtime.extensions import db
+from service.runtime.extensions import db, worker_state
 from service.runtime.models import Event
 
 CHUNK = 1 << 20
@@ -192,11 +191,7 @@ class Changes:
 
 
 def _changes() -> Changes:
-    found = current_app.extensions.get("consent_run_changes")
-    if found is None:
-        found = current_app.extensions.setdefault("consent_run_changes", Changes())
-    assert isinstance(found, Changes)
-    return found
+    return worker_state("consent_run_changes", Changes)
 
 
 def affected(purpose: str, as_of: int, seq: int, members: MemberSet) -> Iterator[Affected]:

@@ -16,7 +16,6 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -24,12 +23,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import sqlalchemy as sa
-from flask import current_app
 
 from service.readindex import codes as cd
 from service.readindex.codes import CodeArray
 from service.readindex.directory import is_numeric
-from service.runtime.extensions import db
+from service.runtime.extensions import db, worker_state
 from service.runtime.models import RunMembers
 
 IntArray = npt.NDArray[np.int64]
@@ -221,11 +219,7 @@ class MemberCache:
 
 def cache() -> MemberCache:
     """This worker's member cache."""
-    found: Any = current_app.extensions.get("consent_run_members")
-    if found is None:
-        found = current_app.extensions.setdefault("consent_run_members", MemberCache())
-    assert isinstance(found, MemberCache)
-    return found
+    return worker_state("consent_run_members", MemberCache)
 
 
 def members_of(run_id: int) -> MemberSet:

@@ -17,7 +17,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import sqlalchemy as sa
-from flask import current_app
 
 from service.domain import validation
 from service.domain.clock import isoformat
@@ -28,7 +27,7 @@ from service.reads.affected import NO_SEQ, affected
 from service.reads.consistent import head_seq, read_transaction
 from service.reads.members import cache, decode_codes, member_key, members_of
 from service.reads.streaming import ByteSink
-from service.runtime.extensions import db
+from service.runtime.extensions import db, worker_state
 from service.runtime.models import Run, RunMembers, RunRemediation
 
 MEDIA_TYPES = {
@@ -178,11 +177,7 @@ class CountsCache:
 
 
 def _counts_cache() -> CountsCache:
-    found = current_app.extensions.get("consent_run_counts")
-    if found is None:
-        found = current_app.extensions.setdefault("consent_run_counts", CountsCache())
-    assert isinstance(found, CountsCache)
-    return found
+    return worker_state("consent_run_counts", CountsCache)
 
 
 def counts(run: Run, seq: int, through: int | None) -> tuple[int, int]:
@@ -371,11 +366,7 @@ class RecordedRuns:
 
 
 def _recorded_runs() -> RecordedRuns:
-    found = current_app.extensions.get("consent_recorded_runs")
-    if found is None:
-        found = current_app.extensions.setdefault("consent_recorded_runs", RecordedRuns())
-    assert isinstance(found, RecordedRuns)
-    return found
+    return worker_state("consent_recorded_runs", RecordedRuns)
 
 
 def user_runs(user_id: str, as_of: str | None) -> dict[str, Any]:

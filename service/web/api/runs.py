@@ -79,7 +79,7 @@ class RunItem(MethodView):
 
 
 @blp.route(f"{RUN}/members")
-class RunMembers(MethodView):
+class RunMemberUpload(MethodView):
     """The distinct user IDs a run used, recorded once."""
 
     @requires("pipeline", body=MEMBER_TYPES)
