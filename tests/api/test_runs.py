@@ -536,3 +536,17 @@ def test_run_tables_are_append_only_in_the_database(world: Api) -> None:
             with pytest.raises(sa.exc.DBAPIError, match="append-only"):
                 with db.engine.begin() as conn:
                     conn.execute(sa.text(statement))
+
+
+def test_a_run_may_name_its_answer_by_time_and_gets_the_seq_of_then(world: Api) -> None:
+    seq = head(world)
+    events = world.call("GET", f"/v1/changes?after={seq - 1}", role="pipeline").get_json()
+    when = events["events"][-1]["at"]
+    resp = world.call(
+        "POST",
+        "/v1/runs",
+        role="pipeline",
+        json={"name": "by-time", "purpose": "model_training", "as_of": when},
+    )
+    assert resp.status_code == 201, resp.get_json()
+    assert resp.get_json()["as_of"] == seq
