@@ -41,6 +41,7 @@ from bench.workloads import (
     filter_arrow,
     filter_text,
     freshness,
+    runs,
     single_lookup,
     snapshot,
     spot_check,
@@ -66,8 +67,10 @@ WORKLOADS: list[tuple[str, Workload]] = [
     ("batch lookup vs one lookup per ID", batch_lookup.batch_lookup),
     ("snapshot, Parquet", snapshot.snapshot_parquet),
     ("consent filter, Parquet file", consent_filter.consent_filter),
-    # Last: it writes to the ledger (and writes each answer back as it was).
+    # These write to the ledger: freshness writes each answer back as it was.
     ("freshness and as_of", freshness.freshness),
+    # It revokes members of its run for good, so it comes last.
+    ("training runs", runs.training_runs),
 ]
 
 
@@ -109,6 +112,11 @@ def seed(url: str, subjects: int, log_dir: Path) -> dict[str, object]:
     return dict(json.loads(done.stdout.decode().strip().splitlines()[-1]))
 
 
+def selected(only: list[str] | None) -> list[tuple[str, Workload]]:
+    """The workloads whose names contain one of `only` (all of them without it)."""
+    return [(n, w) for n, w in WORKLOADS if not only or any(o in n for o in only)]
+
+
 def run_one(
     kind: str,
     traffic: Traffic,
@@ -116,6 +124,7 @@ def run_one(
     baseline: Server,
     log_dir: Path,
     watch: InterferenceWatch,
+    only: list[str] | None = None,
 ) -> RunResult:
     """Seed a fresh database of one kind, serve it, run every workload; never raise."""
     subjects = traffic.population.size
@@ -159,7 +168,7 @@ def run_one(
                     str(summary["pipeline_token"]),
                     str(summary["app_token"]),
                 )
-                for name, workload in WORKLOADS:
+                for name, workload in selected(only):
                     if not server.alive():
                         result.check(f"{name}: server still running", False, server.log_tail())
                         break
@@ -209,6 +218,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--db", choices=(*KINDS, "both"), default="both")
     parser.add_argument("--stream-ids", type=int, help="IDs each streamed filter sends")
     parser.add_argument(
+        "--only",
+        nargs="+",
+        help="run only the workloads whose names contain one of these words (e.g. runs)",
+    )
+    parser.add_argument(
         "--output",
         type=Path,
         help=f"where to write the results (default {RESULTS.name}, quick: {QUICK_RESULTS.name})",
@@ -242,7 +256,9 @@ def main(argv: list[str] | None = None) -> int:
                 population = Population.generate(subjects)
                 traffic = Traffic.build(population, stream_ids)
                 for kind in kinds:
-                    results.append(run_one(kind, traffic, profile, baseline, log_dir, watch))
+                    results.append(
+                        run_one(kind, traffic, profile, baseline, log_dir, watch, args.only)
+                    )
     except KeyboardInterrupt:
         # Servers are stopped and databases dropped by now; keep what was measured.
         interrupted = True

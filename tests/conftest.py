@@ -30,7 +30,17 @@ from service.runtime.readiness import MIGRATIONS_DIR
 PG_URL = normalise_database_url(os.environ.get("CONSENT_TEST_DATABASE_URL", ""))
 ON_POSTGRES = PG_URL.startswith("postgresql")
 
-TABLES = ("idempotency_records", "overrides", "choices", "subjects", "purposes", "api_keys")
+TABLES = (
+    "idempotency_records",
+    "run_remediations",
+    "run_members",
+    "runs",
+    "overrides",
+    "choices",
+    "subjects",
+    "purposes",
+    "api_keys",
+)
 
 
 def app_config(url: str) -> dict[str, Any]:

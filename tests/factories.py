@@ -24,6 +24,9 @@ LEDGER_TABLES = (
     "purposes",
     "api_keys",
     "idempotency_records",
+    "runs",
+    "run_members",
+    "run_remediations",
 )
 
 

@@ -44,6 +44,16 @@ class Stale(Exception):
     """The index cannot answer this as_of from memory; the database must."""
 
 
+@dataclass(frozen=True, slots=True)
+class Earlier:
+    """For an as_of before the index was built: the users with an event after it up to the
+    build (read from the database), whose answers the database must give. Everyone else's
+    state has not changed since that seq, so the index's rows answer for them."""
+
+    seq: int
+    user_ids: frozenset[str]
+
+
 class UnknownPurpose(Exception):
     """The purpose did not exist as of the seq asked about."""
 
@@ -107,6 +117,7 @@ class ConsentIndex:
         self.erased = np.zeros(0, dtype=np.bool_)
         self.purposes: dict[str, PurposeIndex] = {}
         self.changed: dict[str, int] = {}  # user_id -> seq of its last event since the build
+        self.earlier: dict[int, Earlier | None] = {}  # for as_of seqs before the build
 
     # ------------------------------------------------------------------ rows
 
@@ -149,13 +160,21 @@ class ConsentIndex:
 
     # ------------------------------------------------------------------ answers
 
-    def _purpose_at(self, purpose: str, seq: int) -> PurposeIndex:
-        if seq > self.seq or seq < self.built_seq:
+    def _purpose_at(self, purpose: str, seq: int, earlier: Earlier | None = None) -> PurposeIndex:
+        before_build = earlier is not None and earlier.seq == seq
+        if seq > self.seq or (seq < self.built_seq and not before_build):
             raise Stale(seq)
         p = self.purposes.get(purpose)
         if p is None or p.created_seq > seq:
             raise UnknownPurpose(purpose, seq)
         return p
+
+    def _changed_after(self, seq: int, earlier: Earlier | None) -> list[str]:
+        """Users whose state as of seq the index does not hold: an event after seq."""
+        changed = [u for u, s in self.changed.items() if s > seq] if seq < self.seq else []
+        if earlier is not None and earlier.seq == seq:
+            changed.extend(earlier.user_ids)
+        return changed
 
     def _codes(self, p: PurposeIndex, seq: int, rows: IntArray) -> CodeArray:
         known = rows >= 0
@@ -169,23 +188,28 @@ class ConsentIndex:
             out[default] = p.default_codes(policy)[self.jur[rows[default]]]
         return out
 
-    def number_codes(self, purpose: str, seq: int, values: IntArray) -> tuple[CodeArray, list[int]]:
+    def number_codes(
+        self, purpose: str, seq: int, values: IntArray, earlier: Earlier | None = None
+    ) -> tuple[CodeArray, list[int]]:
         """codes() for numeric IDs given as integers in [0, 10**18): no text at all."""
         with self.lock:
-            p = self._purpose_at(purpose, seq)
+            p = self._purpose_at(purpose, seq, earlier)
             out = self._codes(p, seq, self.ids.rows_of_numbers(values))
             stale: list[int] = []
-            if seq < self.seq and self.changed:
-                changed = [int(u) for u, s in self.changed.items() if s > seq and is_numeric(u)]
-                if changed:
-                    stale = np.flatnonzero(np.isin(values, changed)).tolist()
+            changed = [int(u) for u in self._changed_after(seq, earlier) if is_numeric(u)]
+            if changed:
+                stale = np.flatnonzero(np.isin(values, changed)).tolist()
             return out, stale
 
-    def code_of(self, purpose: str, seq: int, user_id: str) -> cd.Code | None:
+    def code_of(
+        self, purpose: str, seq: int, user_id: str, earlier: Earlier | None = None
+    ) -> cd.Code | None:
         """The code of one well-formed ID as of seq, or None if the database must answer."""
         with self.lock:
-            p = self._purpose_at(purpose, seq)
+            p = self._purpose_at(purpose, seq, earlier)
             if seq < self.seq and self.changed.get(user_id, 0) > seq:
+                return None
+            if earlier is not None and user_id in earlier.user_ids:
                 return None
             row = self.ids.row_of(user_id)
             policy = p.policy_at(seq)
@@ -196,22 +220,24 @@ class ConsentIndex:
                 code = cd.Code(int(p.default_codes(policy)[self.jur[row]]))
             return code
 
-    def codes(self, purpose: str, seq: int, ids: pa.Array) -> tuple[CodeArray, list[int]]:
+    def codes(
+        self, purpose: str, seq: int, ids: pa.Array, earlier: Earlier | None = None
+    ) -> tuple[CodeArray, list[int]]:
         """Codes for each ID as of seq, and the positions the database must answer instead.
 
-        Raises Stale when seq is outside what memory can answer (before the build, or after
-        the index's own seq), and UnknownPurpose when the purpose did not exist as of seq.
+        Raises Stale when seq is outside what memory can answer (after the index's own seq, or
+        before the build without `earlier` for it), and UnknownPurpose when the purpose did not
+        exist as of seq.
         """
         with self.lock:
-            p = self._purpose_at(purpose, seq)
+            p = self._purpose_at(purpose, seq, earlier)
             rows = self.ids.rows_for(ids)
             out = self._codes(p, seq, rows)
             stale: list[int] = []
-            if seq < self.seq and self.changed:
-                changed = [u for u, s in self.changed.items() if s > seq]
-                if changed:
-                    hit = pc.fill_null(pc.is_in(ids, value_set=pa.array(changed, ids.type)), False)
-                    stale = np.flatnonzero(hit.to_numpy(zero_copy_only=False)).tolist()
+            changed = self._changed_after(seq, earlier)
+            if changed:
+                hit = pc.fill_null(pc.is_in(ids, value_set=pa.array(changed, ids.type)), False)
+                stale = np.flatnonzero(hit.to_numpy(zero_copy_only=False)).tolist()
             return out, stale
 
     def snapshot_pages(

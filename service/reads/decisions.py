@@ -8,29 +8,38 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import sqlalchemy as sa
 
 from service.domain import validation
 from service.domain.errors import NotFound
 from service.readindex import codes as cd
 from service.readindex.codes import CodeArray
 from service.readindex.follow import catch_up, follower, ready_index
-from service.readindex.index import ConsentIndex, Stale, UnknownPurpose
+from service.readindex.index import ConsentIndex, Earlier, Stale, UnknownPurpose
 from service.reads import asof
 from service.reads.consistent import read_transaction
+from service.runtime.extensions import db
+from service.runtime.models import Event
+
+# An as_of before the index's build is answered from it when at most this many users have
+# events since; beyond that the database answers everyone, as it would anyway.
+EARLIER_USERS = 1_000_000
+EARLIER_KEPT = 64
 
 
-def pin(as_of: str | None, purpose: str) -> int:
+def pin(as_of: str | None, purpose: str | None) -> int:
     """The seq a read answers as of: the index's head when not given (no database round trip).
 
     A purpose the index has not heard of may have been created since its last poll: it then
-    catches up first, rather than answer 404 for a purpose that exists.
+    catches up first, rather than answer 404 for a purpose that exists. (None: a read about
+    no one purpose.)
     """
     index = ready_index()
     if index is not None:
         text = (as_of or "").strip()
         if not text:
             follower().ensure_current()
-            if purpose not in index.purposes:
+            if purpose is not None and purpose not in index.purposes:
                 catch_up(index)
             return index.seq
         if asof.SEQ_RE.fullmatch(text) and int(text) <= index.seq:
@@ -59,10 +68,34 @@ def _not_found(unknown: UnknownPurpose) -> NotFound:
     return NotFound(f"Purpose {unknown.purpose!r} does not exist as of seq {unknown.seq}.")
 
 
+def earlier(index: ConsentIndex, seq: int) -> Earlier | None:
+    """What the index needs to answer as of a seq before its build: the users with events
+    between that seq and the build (kept per index for the seqs last asked). None when the
+    seq is not before the build, or too many users changed since."""
+    if seq >= index.built_seq:
+        return None
+    kept = index.earlier
+    if seq in kept:
+        return kept[seq]
+    with read_transaction(consistent=False):
+        users = db.session.execute(
+            sa.select(Event.user_id)
+            .where(Event.seq > seq, Event.seq <= index.built_seq, Event.user_id.is_not(None))
+            .distinct()
+            .limit(EARLIER_USERS + 1)
+        ).scalars()
+        found = frozenset(u for u in users if u is not None)
+    result = Earlier(seq, found) if len(found) <= EARLIER_USERS else None
+    if len(kept) >= EARLIER_KEPT:
+        kept.pop(next(iter(kept)))
+    kept[seq] = result
+    return result
+
+
 def _from_memory(
     purpose: str,
     seq: int,
-    answer: Callable[[ConsentIndex], tuple[CodeArray, list[int]]],
+    answer: Callable[[ConsentIndex, Earlier | None], tuple[CodeArray, list[int]]],
     texts_at: Callable[[list[int]], list[str]],
 ) -> CodeArray | None:
     """Codes from the index, with its stale positions answered by the database; None when the
@@ -71,7 +104,7 @@ def _from_memory(
     if index is None:
         return None
     try:
-        out, stale = answer(index)
+        out, stale = answer(index, earlier(index, seq))
     except Stale:
         return None
     except UnknownPurpose as unknown:
@@ -86,7 +119,7 @@ def codes(purpose: str, seq: int, ids: pa.Array) -> CodeArray:
     out = _from_memory(
         purpose,
         seq,
-        lambda index: index.codes(purpose, seq, ids),
+        lambda index, before: index.codes(purpose, seq, ids, before),
         lambda at: pa.array(ids).take(pa.array(at)).to_pylist(),
     )
     if out is not None:
@@ -104,7 +137,7 @@ def number_codes(purpose: str, seq: int, values: np.ndarray[Any, np.dtype[np.int
     out = _from_memory(
         purpose,
         seq,
-        lambda index: index.number_codes(purpose, seq, values),
+        lambda index, before: index.number_codes(purpose, seq, values, before),
         lambda at: [str(v) for v in values[at]],
     )
     if out is not None:
@@ -117,7 +150,7 @@ def code_of(purpose: str, seq: int, user_id: str) -> cd.Code:
     index = ready_index()
     if index is not None:
         try:
-            code = index.code_of(purpose, seq, user_id)
+            code = index.code_of(purpose, seq, user_id, earlier(index, seq))
         except Stale:
             code = None
         except UnknownPurpose as unknown:

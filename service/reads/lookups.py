@@ -92,7 +92,7 @@ def counted(purpose: str, codes: npt.NDArray[np.uint8]) -> npt.NDArray[np.bool_]
     return cd.allowed(codes)
 
 
-def _lines(stream: IO[bytes]) -> Iterator[tuple[list[bytes], bool]]:
+def read_lines(stream: IO[bytes]) -> Iterator[tuple[list[bytes], bool]]:
     """Newline-separated IDs from a byte stream, in lists of at most FILTER_CHUNK, each with
     whether its block was pure ASCII (as every well-formed ID is)."""
     rest = b""
@@ -122,7 +122,7 @@ def _as_ids(lines: list[bytes], ascii_only: bool) -> pa.Array:
 
 def filter_text(purpose: str, seq: int, stream: IO[bytes]) -> Iterator[bytes]:
     """Stream back the allowed IDs, in input order; malformed and blank lines are dropped."""
-    for chunk, ascii_only in _lines(stream):
+    for chunk, ascii_only in read_lines(stream):
         mask = counted(purpose, decisions.codes(purpose, seq, _as_ids(chunk, ascii_only)))
         kept = list(compress(chunk, mask))
         if kept:

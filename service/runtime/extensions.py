@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar, cast
+
+from flask import current_app
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import MetaData
@@ -25,6 +29,16 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
+T = TypeVar("T")
+
 db = SQLAlchemy(model_class=Base)
 migrate = Migrate()
 api = ProblemApi()
+
+
+def worker_state(name: str, make: Callable[[], T]) -> T:
+    """This app's one object kept under `name` (per gunicorn worker), made on first use."""
+    found = current_app.extensions.get(name)
+    if found is None:
+        found = current_app.extensions.setdefault(name, make())
+    return cast(T, found)

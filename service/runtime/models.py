@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Mapped, mapped_column
 
+from service.domain.runs import REMEDIATION_ACTIONS
 from service.runtime.extensions import Base
 
 STATES = ("granted", "denied")
@@ -199,3 +200,70 @@ class IdempotencyRecord(Base):
     response: Mapped[dict[str, Any]] = mapped_column(sa.JSON, nullable=False)
     headers: Mapped[dict[str, str]] = mapped_column(sa.JSON, nullable=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class Run(Base):
+    """A training run and the ledger answer (purpose, as_of) it used; never changed once written."""
+
+    __tablename__ = "runs"
+    __table_args__ = (
+        sa.Index("ix_runs_purpose_registered_seq", "purpose", "registered_seq"),
+        sa.Index("ix_runs_registered_seq", "registered_seq"),
+    )
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(128), nullable=False, unique=True)
+    purpose: Mapped[str] = mapped_column(
+        sa.String(48), sa.ForeignKey("purposes.key"), nullable=False
+    )
+    as_of: Mapped[int] = mapped_column(sa.BigInteger, nullable=False)
+    model: Mapped[str | None] = mapped_column(sa.String(200), nullable=True)
+    dataset_uri: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    dataset_sha256: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
+    dataset_rows_in: Mapped[int | None] = mapped_column(sa.BigInteger, nullable=True)
+    dataset_rows_kept: Mapped[int | None] = mapped_column(sa.BigInteger, nullable=True)
+    registered_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    registered_seq: Mapped[int] = mapped_column(sa.BigInteger, nullable=False)
+    registered_by: Mapped[str] = mapped_column(sa.String(100), nullable=False)
+
+
+class RunMembers(Base):
+    """The distinct user IDs a run used, encoded compactly (service/domain/members.py), with
+    each one's decision code as of the run's as_of; written once, never changed."""
+
+    __tablename__ = "run_members"
+
+    run_id: Mapped[int] = mapped_column(
+        sa.Integer, sa.ForeignKey("runs.id"), primary_key=True, autoincrement=False
+    )
+    members: Mapped[int] = mapped_column(sa.BigInteger, nullable=False)
+    not_allowed: Mapped[int] = mapped_column(sa.BigInteger, nullable=False)
+    sha256: Mapped[str] = mapped_column(sa.String(64), nullable=False)
+    numbers: Mapped[bytes] = mapped_column(sa.LargeBinary, nullable=False)
+    strings: Mapped[bytes] = mapped_column(sa.LargeBinary, nullable=False)
+    codes: Mapped[bytes] = mapped_column(sa.LargeBinary, nullable=False)
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    recorded_seq: Mapped[int] = mapped_column(sa.BigInteger, nullable=False)
+    recorded_by: Mapped[str] = mapped_column(sa.String(100), nullable=False)
+
+
+class RunRemediation(Base):
+    """Support's declaration that a run's affected members up to through_seq are handled."""
+
+    __tablename__ = "run_remediations"
+    __table_args__ = (
+        sa.CheckConstraint(
+            "action IN (" + ", ".join(f"'{a}'" for a in REMEDIATION_ACTIONS) + ")", name="action"
+        ),
+        sa.Index("ix_run_remediations_run_id_recorded_seq", "run_id", "recorded_seq"),
+    )
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(sa.Integer, sa.ForeignKey("runs.id"), nullable=False)
+    action: Mapped[str] = mapped_column(sa.String(32), nullable=False)
+    through_seq: Mapped[int] = mapped_column(sa.BigInteger, nullable=False)
+    reason: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    ticket: Mapped[str | None] = mapped_column(sa.String(100), nullable=True)
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    recorded_seq: Mapped[int] = mapped_column(sa.BigInteger, nullable=False)
+    recorded_by: Mapped[str] = mapped_column(sa.String(100), nullable=False)

@@ -400,3 +400,92 @@ def test_the_api_never_opens_a_session_even_for_a_signed_in_browser(
     assert resp.status_code == 200
     assert "Set-Cookie" not in resp.headers
     assert "Cookie" not in resp.headers.get("Vary", "")
+
+
+def _run_with_members(api: Api, name: str, members: list[str]) -> int:
+    """Register a run as the pipeline at the head and record its members."""
+    head = api.call("GET", "/v1/changes?limit=1", role="pipeline").get_json()["head"]
+    run = api.call(
+        "POST",
+        "/v1/runs",
+        role="pipeline",
+        json={"name": name, "purpose": "model_training", "as_of": head, "model": "m-7b"},
+    ).get_json()
+    resp = api.call(
+        "PUT",
+        f"/v1/runs/{run['id']}/members",
+        role="pipeline",
+        data="\n".join(members).encode(),
+        headers={"Content-Type": "text/plain"},
+    )
+    assert resp.status_code == 201, resp.get_json()
+    return int(run["id"])
+
+
+def test_a_users_page_lists_the_runs_that_used_their_data(api: Api, staffed: Console) -> None:
+    api.user("u2", jurisdiction="US")
+    _run_with_members(api, "first-run", ["u1", "u2"])
+    _run_with_members(api, "second-run", ["u2"])
+    u1 = staffed.text("/console/users/u1")
+    assert "first-run" in u1
+    assert "second-run" not in u1
+    assert "Yes</strong> — denied (default)" in u1  # u1 is in the EEA: denied by default
+    u2 = staffed.text("/console/users/u2")
+    assert "first-run" in u2
+    assert "second-run" in u2
+    assert "Yes</strong>" not in u2
+    assert "No recorded run used" in staffed.text("/console/users/never-seen")
+
+
+def test_the_runs_page_shows_affected_and_outstanding_counts(api: Api, staffed: Console) -> None:
+    api.user("u2", jurisdiction="US")
+    run_id = _run_with_members(api, "llm-run", ["u1", "u2"])
+    api.choose("u2", "denied")
+    html = staffed.text("/console/runs")
+    assert "llm-run" in html
+    assert f"/console/runs/{run_id}" in html
+    assert re.findall(r'class="run-affected">([\d,]+)<', html) == ["2"]
+    assert re.findall(r'class="run-outstanding">([\d,]+)<', html) == ["2"]
+    assert "<script" not in html
+    assert "style=" not in html
+
+
+def test_a_runs_page_links_to_its_affected_list_and_records_remediations(
+    api: Api, staffed: Console
+) -> None:
+    api.user("u2", jurisdiction="US")
+    run_id = _run_with_members(api, "llm-run", ["u1", "u2"])
+    through = api.choose("u2", "denied").get_json()["as_of"]
+    page = f"/console/runs/{run_id}"
+    html = staffed.text(page)
+    assert "llm-run" in html
+    assert "m-7b" in html
+    assert "None." in html
+    download = staffed.get(f"{page}/affected.text")
+    assert download.status_code == 200
+    assert download.get_data(as_text=True) == f"u1\tdefault\t\nu2\tchoice\t{through}\n"
+
+    form = {"action": "excluded_from_next", "through_seq": str(through), "reason": "next run"}
+    ask = staffed.post(page, form)
+    assert "Record a remediation of run" in ask.get_data(as_text=True)
+    assert api.call("GET", f"/v1/runs/{run_id}", role="support").get_json()["remediations"] == []
+    done = staffed.post(page, {**form, "confirmed": "yes"})
+    assert done.status_code == 302
+    after = staffed.text(page)
+    assert "excluded_from_next" in after
+    assert re.findall(r'class="run-outstanding">([\d,]+)', after) == ["0"]
+    run = api.call("GET", f"/v1/runs/{run_id}", role="support").get_json()
+    assert [(r["action"], r["recorded_by"]) for r in run["remediations"]] == [
+        ("excluded_from_next", "support-key")
+    ]
+
+
+def test_a_remediation_beyond_the_head_gets_a_clear_message(api: Api, staffed: Console) -> None:
+    run_id = _run_with_members(api, "llm-run", ["u1"])
+    resp = staffed.post(
+        f"/console/runs/{run_id}",
+        {"action": "retrained", "through_seq": "999999", "reason": "too far", "confirmed": "yes"},
+    )
+    assert resp.status_code == 422
+    assert "beyond the ledger head" in resp.get_data(as_text=True)
+    assert staffed.get("/console/runs/4242").status_code == 404

@@ -5,12 +5,17 @@ placed, lifted and expiring, policy changes, erasures, time passing). The test k
 model of what each operation should do, replays the events the ledger recorded with its own
 resolution rule, and checks single lookup, batch lookup, the text and Arrow filters, snapshots
 and the change feed against that replay, at the head and at random earlier `as_of` values.
+Training runs are registered at random seqs among them, with members drawn from the users, the
+bystanders and never-seen IDs, and remediated: each run's not_allowed, violations, affected
+list (with the event that denied each member), outstanding count and each user's runs are
+checked against the same replay.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -43,6 +48,8 @@ EEA = set(
     "AT BE BG HR CY CZ DK EE FI FR DE GR HU IE IT LV LT LU MT NL PL PT RO SK SI ES SE".split()
 ) | {"IS", "LI", "NO"}
 STATES = ("granted", "denied")
+MEMBER_POOL = (*USERS, *BYSTANDERS, NEVER_SEEN, "55")
+ACTIONS = ("retrained", "excluded_from_next", "unlearned", "retained")
 
 # ---------------------------------------------------------------- operations ----------------
 
@@ -63,6 +70,12 @@ operations = st.one_of(
     st.tuples(st.just("policy"), policies),
     st.tuples(st.just("erase"), users),
     st.tuples(st.just("tick"), st.integers(1, 60)),
+    st.tuples(
+        st.just("run"),
+        st.lists(st.sampled_from(MEMBER_POOL), max_size=6, unique=True),
+        st.floats(0, 1),
+    ),
+    st.tuples(st.just("remediate"), st.integers(0, 3), st.floats(0, 1), st.sampled_from(ACTIONS)),
 )
 
 
@@ -186,13 +199,24 @@ class World:
     clock: Clock
     model: Ref = field(default_factory=Ref)
     next_override: dict[str, int] = field(default_factory=dict)
+    # run id -> the members sent (the replay says everything else about the run)
+    runs: dict[int, list[str]] = field(default_factory=dict)
+    remediated: dict[int, int] = field(default_factory=dict)  # run id -> last through_seq
+    purpose_seq: int = 1  # runs can use answers from here on
 
-    def run(self, op: tuple[Any, ...]) -> None:
+    def head(self) -> int:
+        """The ledger head now."""
+        return int(self.pipeline("GET", "/v1/changes?limit=1").get_json()["head"])
+
+    def run(self, op: tuple[Any, ...]) -> None:  # noqa: C901  (one branch per operation)
         """Apply one operation to the ledger and to the model; their outcomes must agree."""
         kind = op[0]
         m = self.model
         if kind == "tick":
             self.clock.now += timedelta(minutes=op[1])
+            return
+        if kind in ("run", "remediate"):
+            self.run_op(op)
             return
         if kind == "policy":
             (defaults, unknown) = op[1]
@@ -252,6 +276,42 @@ class World:
             assert resp.status_code == 200, resp.get_json()
             m.subjects.setdefault(user, None)
             m.erased.add(user)
+
+    def run_op(self, op: tuple[Any, ...]) -> None:
+        """Register a run at a random earlier seq and record its members, or remediate one."""
+        head = self.head()
+        if op[0] == "run":
+            as_of = max(self.purpose_seq, round(op[2] * head))
+            resp = self.pipeline(
+                "POST",
+                "/v1/runs",
+                json={"name": f"run-{len(self.runs)}", "purpose": PURPOSE, "as_of": as_of},
+            )
+            assert resp.status_code == 201, resp.get_json()
+            run_id = resp.get_json()["id"]
+            recorded = self.pipeline(
+                "PUT",
+                f"/v1/runs/{run_id}/members",
+                data="".join(f"{u}\n" for u in op[1]).encode(),
+                headers={"Content-Type": "text/plain"},
+            )
+            assert recorded.status_code == 201, recorded.get_json()
+            self.runs[run_id] = list(op[1])
+            return
+        if not self.runs:
+            return
+        run_id = sorted(self.runs)[op[1] % len(self.runs)]
+        run = self.pipeline("GET", f"/v1/runs/{run_id}").get_json()
+        low = self.remediated.get(run_id, run["as_of"])
+        through = low + round(op[2] * (head - low))
+        resp = self.api.call(
+            "POST",
+            f"/v1/runs/{run_id}/remediations",
+            role="support",
+            json={"action": op[3], "through_seq": through, "reason": "property test"},
+        )
+        assert resp.status_code == 201, resp.get_json()
+        self.remediated[run_id] = through
 
     def pipeline(self, method: str, path: str, **kwargs: Any) -> Any:
         """A request as the pipeline."""
@@ -338,6 +398,88 @@ def check_reads_as_of(world: World, replay: Replay, seq: int, as_of: str) -> Non
         assert all(r["basis"] == expected[r["user_id"]][1] for r in rows)
 
 
+def member_order(user_id: str) -> tuple[int, int, str]:
+    """Numeric IDs (canonical, at most 18 digits) by value first, then the rest by byte order."""
+    numeric = (
+        user_id.isascii()
+        and user_id.isdigit()
+        and (user_id == "0" or user_id[0] != "0")
+        and len(user_id) <= 18
+    )
+    return (0, int(user_id), "") if numeric else (1, 0, user_id)
+
+
+def denied_since(replay: Replay, user: str, as_of: int, seq: int) -> int | None:
+    """The seq in (as_of, seq] that began the user's denial still in force at seq, or None
+    when they were denied all along since as_of."""
+    for s in range(seq, as_of, -1):
+        before, at = replay.state(s - 1)
+        if before.effective(user, at)[0] == "granted":
+            return s
+    return None
+
+
+def check_runs_as_of(world: World, replay: Replay, seq: int) -> None:
+    """Every run read as of seq agrees with the replay: counts, violations, affected lists
+    (with the event that denied each member) and each user's runs."""
+    registered = {e["data"]["run_id"]: e for e in replay.events if e["kind"] == "run_registered"}
+    recorded = {
+        e["data"]["run_id"]: e["seq"] for e in replay.events if e["kind"] == "run_members_recorded"
+    }
+    used: dict[str, list[tuple[int, bool]]] = {u: [] for u in MEMBER_POOL}
+    ref, at = replay.state(seq)
+    for run_id, members in world.runs.items():
+        event = registered[run_id]
+        resp = world.pipeline("GET", f"/v1/runs/{run_id}?as_of={seq}")
+        if event["seq"] > seq:
+            assert resp.status_code == 404
+            continue
+        doc = resp.get_json()
+        if recorded[run_id] > seq:
+            assert doc["members"] is None, doc
+            assert doc["affected"] is None, doc
+            continue
+        as_of = event["data"]["as_of"]
+        then, then_at = replay.state(as_of)
+        ordered = sorted(members, key=member_order)
+        violations = [u for u in ordered if then.effective(u, then_at)[0] != "granted"]
+        assert doc["members"] == len(members), doc
+        assert doc["not_allowed"] == len(violations), doc
+        lines = world.pipeline("GET", f"/v1/runs/{run_id}/violations?as_of={seq}").data
+        assert lines.decode().splitlines() == [
+            f"{u}\t{then.effective(u, then_at)[1]}" for u in violations
+        ]
+
+        affected = [u for u in ordered if ref.effective(u, at)[0] == "denied"]
+        want = [
+            {
+                "user_id": u,
+                "basis": ref.effective(u, at)[1],
+                "seq": denied_since(replay, u, as_of, seq),
+            }
+            for u in affected
+        ]
+        got = world.pipeline("GET", f"/v1/runs/{run_id}/affected?format=ndjson&as_of={seq}")
+        assert got.headers["Consent-As-Of"] == str(seq)
+        assert [json.loads(line) for line in got.data.decode().splitlines()] == want, run_id
+        throughs = [
+            e["data"]["through_seq"]
+            for e in replay.events
+            if e["kind"] == "run_remediated" and e["data"]["run_id"] == run_id and e["seq"] <= seq
+        ]
+        outstanding = [
+            r for r in want if not throughs or (r["seq"] is not None and r["seq"] > throughs[-1])
+        ]
+        assert (doc["affected"], doc["outstanding"]) == (len(want), len(outstanding)), doc
+        for u in members:
+            used[u].append((run_id, u in affected))
+
+    for user, runs in used.items():
+        resp = world.pipeline("GET", f"/v1/users/{user}/runs?as_of={seq}").get_json()
+        expected = [(run_id, hit) for run_id, hit in sorted(runs, reverse=True)]
+        assert [(r["id"], r["affected"]) for r in resp["runs"]] == expected, user
+
+
 def check_batch_as_of(world: World, replay: Replay, seq: int) -> None:
     """Batch lookup as of seq agrees with the replay (or is a 404 before the purpose existed)."""
     ref, at = replay.state(seq)
@@ -359,6 +501,7 @@ def fresh_world(template_db: str, directory: Path, clock: Clock, index: str) -> 
         world = World(Api(app, app.test_client()), clock)
         world.api.purpose(defaults={"EEA": "denied", "*": "granted"})
         world.model.policy = ({"EEA": "denied", "*": "granted"}, "denied")
+        world.purpose_seq = world.head()
         for user_id, jurisdiction in BYSTANDERS.items():
             world.api.user(user_id, jurisdiction=jurisdiction)
             world.model.subjects[user_id] = jurisdiction
@@ -414,9 +557,11 @@ def test_every_read_agrees_with_a_replay_of_the_events_at_any_as_of(
         for seq in range(head + 1):
             check_batch_as_of(world, replay, seq)
         check_reads_as_of(world, replay, head, str(head))
+        check_runs_as_of(world, replay, head)
         for p in picks:
             seq = round(p * head)
             check_reads_as_of(world, replay, seq, str(seq))
+            check_runs_as_of(world, replay, seq)
         # As an RFC 3339 time: the last seq whose event happened at or before it.
         when = replay.at[max(1, round(picks[0] * head))]
         by_time = max(s for s in seqs if replay.at[s] <= when)

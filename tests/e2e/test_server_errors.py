@@ -40,7 +40,8 @@ def test_a_request_line_over_gunicorns_limit_is_a_414_problem(served: LiveServer
     assert resp.headers["content-type"] == PROBLEM_MEDIA_TYPE
     body = resp.json()
     assert (body["status"], body["title"]) == (414, "URI Too Long")
-    assert body["type"].endswith(":uri-too-long") and "8190" in body["detail"]
+    assert body["type"].endswith(":uri-too-long")
+    assert "8190" in body["detail"]
 
 
 def test_a_malformed_request_head_is_a_400_problem(served: LiveServer) -> None:

@@ -25,6 +25,9 @@ LEDGER_TABLES = {
     "overrides",
     "purposes",
     "subjects",
+    "runs",
+    "run_members",
+    "run_remediations",
 }
 
 

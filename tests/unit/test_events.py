@@ -40,6 +40,26 @@ EXAMPLES: list[ev.LedgerEvent] = [
     ),
     ev.KeyCreated(name="alice", role="support"),
     ev.KeyRevoked(name="alice", role="support"),
+    ev.RunRegistered(
+        purpose="p",
+        run_id=3,
+        name="llm-2026-03",
+        as_of=41,
+        model="m-7b",
+        dataset={"uri": "s3://b/k", "sha256": "ab" * 32, "rows_in": 10, "rows_kept": 8},
+    ),
+    ev.RunRegistered(purpose="p", run_id=4, name="bare", as_of=0, model=None, dataset=None),
+    ev.RunMembersRecorded(
+        purpose="p", run_id=3, name="llm-2026-03", members=8, not_allowed=1, sha256="cd" * 32
+    ),
+    ev.RunRemediated(
+        purpose="p",
+        run_id=3,
+        name="llm-2026-03",
+        remediation_id=1,
+        action="excluded_from_next",
+        through_seq=90,
+    ),
 ]
 
 

@@ -10,15 +10,17 @@ from wtforms import (
     DateTimeLocalField,
     Field,
     HiddenField,
+    IntegerField,
     PasswordField,
     RadioField,
     SelectField,
     StringField,
     TextAreaField,
 )
-from wtforms.validators import DataRequired, Length, Optional, ValidationError
+from wtforms.validators import DataRequired, Length, NumberRange, Optional, ValidationError
 
 from service.domain.policy import STATES
+from service.domain.runs import REMEDIATION_ACTIONS
 
 STATE_CHOICES = list(STATES)
 
@@ -106,3 +108,17 @@ class PurposeForm(ConfirmedForm):
             "defaults": parse_defaults(self.defaults.data or ""),
             "unknown_subject": self.unknown_subject.data,
         }
+
+
+class RemediationForm(ConfirmedForm):
+    """Declare a run's affected members up to a seq handled."""
+
+    action = SelectField("Action", choices=list(REMEDIATION_ACTIONS), validators=[DataRequired()])
+    through_seq = IntegerField(
+        "Through seq",
+        validators=[DataRequired("A seq is required."), NumberRange(min=0, max=2**63 - 1)],
+    )
+    reason = TextAreaField(
+        "Reason", validators=[DataRequired("A reason is required."), Length(min=3, max=2000)]
+    )
+    ticket = StringField("Ticket (optional)", validators=[Optional(), Length(max=100)])

@@ -12,6 +12,7 @@ from service.ledger.overrides import override_document
 from service.ledger.subjects import subject_document
 from service.reads.consistent import head_seq, read_transaction
 from service.reads.history import EVENT_COLUMNS, event_document
+from service.reads.runs import user_runs
 from service.reads.state import load_user
 from service.runtime.extensions import db
 from service.runtime.models import Event, Override
@@ -21,7 +22,8 @@ PAGE_SIZE = 50
 
 
 def user_record(user_id: str, page: int = 1, page_size: int = PAGE_SIZE) -> dict[str, Any]:
-    """A user's subject document, overrides and one page of history (newest first), in one read.
+    """A user's subject document, overrides, the training runs that used their data, and one
+    page of history (newest first).
 
     A never-seen ID is answered too (every purpose on unknown_subject), so support can see what
     the ledger would say about it, and place an override that registers it.
@@ -46,6 +48,7 @@ def user_record(user_id: str, page: int = 1, page_size: int = PAGE_SIZE) -> dict
         ).all()
     return {
         **subject_document(view, seq, at),
+        "runs": user_runs(user_id, str(seq))["runs"],
         "known": view.subject is not None,
         "overrides": override_docs,
         "events": [_timeline_entry(r) for r in rows[:page_size]],

@@ -17,6 +17,7 @@ from flask import (
     redirect,
     render_template,
     request,
+    stream_with_context,
     url_for,
 )
 from flask_wtf import FlaskForm
@@ -25,14 +26,16 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response as BaseResponse
 
 from service.domain.errors import ConsentError
-from service.ledger import overrides, purposes
+from service.ledger import overrides, purposes, runs
 from service.ledger.transaction import Actor
 from service.reads import impact
+from service.reads import runs as run_reads
 from service.web.console import sessions
 from service.web.console.forms import (
     LiftForm,
     OverrideForm,
     PurposeForm,
+    RemediationForm,
     SignInForm,
     SignOutForm,
     format_defaults,
@@ -307,7 +310,69 @@ def purpose_edit(key: str) -> Any:
     return render_template("console/purpose_edit.html", purpose=purpose, form=form), status
 
 
-def _form_problem(form: FlaskForm, user_id: str) -> tuple[str, int]:
+@bp.get("/runs")
+@staff("support")
+def run_list() -> Any:
+    """Training runs, newest first, with their affected and outstanding counts."""
+    before = request.args.get("before", "")
+    page = run_reads.list_runs(None, None, None, 50, int(before) if before.isdigit() else None)
+    return render_template("console/runs.html", page=page)
+
+
+@bp.route("/runs/<int(max=2147483647):run_id>", methods=["GET", "POST"])
+@staff("support")
+def run_page(run_id: int) -> Any:
+    """A run's facts and remediations; support records a remediation after a confirmation."""
+    form = RemediationForm()
+    if request.method == "POST":
+        if not form.validate():
+            return _form_problem(form, None)
+        if not form.is_confirmed:
+            return _confirm(
+                f"Record a remediation of run {run_id}?",
+                {
+                    "Action": form.action.data,
+                    "Through seq": str(form.through_seq.data),
+                    "Reason": form.reason.data,
+                    "Ticket": form.ticket.data or "none",
+                },
+                url_for("console.run_page", run_id=run_id),
+                "Record remediation",
+                None,
+                cancel=url_for("console.run_page", run_id=run_id),
+            )
+        runs.remediate(
+            current(),
+            run_id,
+            form.action.data,
+            form.through_seq.data,
+            form.reason.data,
+            form.ticket.data or None,
+        )
+        flash(f"Remediation recorded: {form.action.data} through seq {form.through_seq.data}.")
+        return redirect(url_for("console.run_page", run_id=run_id))
+    run = run_reads.get_run(run_id, None)
+    if form.through_seq.data is None:
+        form.through_seq.data = run["counts_as_of"]
+    return render_template("console/run.html", run=run, form=form)
+
+
+@bp.get("/runs/<int(max=2147483647):run_id>/affected.<any(text, ndjson, parquet):fmt>")
+@staff("support")
+def run_affected(run_id: int, fmt: str) -> Response:
+    """Download a run's affected members as of the head (the same stream as the API's)."""
+    seq, body = run_reads.affected_stream(run_id, None, fmt)
+    return Response(
+        stream_with_context(body),
+        mimetype=run_reads.MEDIA_TYPES[fmt].split(";")[0],
+        headers={
+            "Consent-As-Of": str(seq),
+            "Content-Disposition": f'attachment; filename="run-{run_id}-affected-{seq}.{fmt}"',
+        },
+    )
+
+
+def _form_problem(form: FlaskForm, user_id: str | None) -> tuple[str, int]:
     errors = {name: list(messages) for name, messages in form.errors.items()}
     return _error_page(422, "Check the form", "Some fields need attention.", errors)
 
@@ -319,6 +384,7 @@ def _confirm(
     button: str,
     user_id: str | None,
     impact: dict[str, Any] | None = None,
+    cancel: str | None = None,
 ) -> str:
     # The same fields go back as hidden inputs, with confirmed=yes: the confirmation page needs
     # no script and the second POST is validated again from scratch.
@@ -332,4 +398,5 @@ def _confirm(
         button=button,
         user_id=user_id,
         impact=impact,
+        cancel=cancel,
     )
