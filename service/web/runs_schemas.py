@@ -22,6 +22,7 @@ from service.web.schemas import (
     StrictSchema,
     Text,
 )
+from service.web.spec import OPENAPI
 
 MAX_ROWS = 2**63 - 1
 
@@ -59,7 +60,18 @@ class RunCreateSchema(StrictSchema):
         },
     )
     model = Text(load_default=None, allow_none=True, validate=validate.Length(min=1, max=200))
-    dataset = fields.Nested(DatasetSchema, load_default=None, allow_none=True)
+    dataset = fields.Nested(
+        DatasetSchema,
+        load_default=None,
+        allow_none=True,
+        metadata={
+            OPENAPI: {
+                "allOf": [{"$ref": "#/components/schemas/Dataset"}],
+                "nullable": True,
+                "default": None,
+            }
+        },
+    )
 
 
 class DatasetOutSchema(ma.Schema):

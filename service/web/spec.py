@@ -23,8 +23,10 @@ def _field_openapi(
     extra: dict[str, Any] | None = field.metadata.get(OPENAPI)
     if extra is None:
         return {}
-    if "$ref" in extra:
-        # A reference stands alone: OpenAPI 3.0 ignores anything beside it.
+    if "$ref" in extra or "allOf" in extra:
+        # A reference stands alone: OpenAPI 3.0 ignores anything beside it; and a nullable
+        # reference (allOf with nullable) replaces apispec's anyOf, whose second branch would
+        # admit any object at all.
         ret.clear()
     # A copy each time, so that no two places of openapi.yaml share a YAML anchor.
     return copy.deepcopy(extra)

@@ -156,7 +156,7 @@ class RunLineage(MethodView):
         return json_response(run_reads.lineage(run_id, request.url_root.rstrip("/")))
 
 
-@blp.route("/users/<string:user_id>/runs")
+@blp.route("/users/<user_id:user_id>/runs")
 class UserRuns(MethodView):
     """The runs that used a user's data."""
 
