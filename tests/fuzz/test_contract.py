@@ -119,9 +119,25 @@ def authorize(case: schemathesis.Case[Any], token: str) -> dict[str, str]:
 
 def waived(case: schemathesis.Case[Any], response: Any) -> list[Any]:
     """The checks that cannot judge this answer, for a reason named above; usually none."""
-    if stateful_refusal(response) or mislabelled(case):
+    if stateful_refusal(response) or mislabelled(case) or malformed_members(response):
         return [positive_data_acceptance]
     return []
+
+
+def malformed_members(response: Any) -> bool:
+    """Whether a run's members upload was refused for IDs that are not user IDs.
+
+    Its body is text or an Arrow stream, which the spec can only call a string or binary; every
+    line or row must be a user ID, and one that is not refuses the whole upload by its line or
+    row number (all or nothing), which no schema of an untyped body can say.
+    """
+    if response.status_code != 422:
+        return False
+    errors = response.json().get("errors") or {}
+    return bool(errors) and all(
+        name.startswith(("row ", "line ")) and all("not a valid user ID" in m for m in msgs)
+        for name, msgs in errors.items()
+    )
 
 
 def mislabelled(case: schemathesis.Case[Any]) -> bool:
