@@ -24,7 +24,7 @@ def scrape(client: FlaskClient) -> dict[str, float]:
 
 def test_metrics_need_no_key_and_count_requests_by_route_pattern_and_status(api: Api) -> None:
     api.purpose()
-    route = 'route="/v1/lookup/<string:purpose>/<string:user_id>"'
+    route = 'route="/v1/lookup/<purpose_key:purpose>/<user_id:user_id>"'
     key = f'consent_http_requests_total{{method="GET",{route},status="200"}}'
     before = scrape(api.client).get(key, 0.0)
     for user in ("alice-1", "bob-2", "carol-3"):
