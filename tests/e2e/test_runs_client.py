@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -22,6 +23,7 @@ from tests.e2e.conftest import ALLOWED, DE, PURPOSE, US, settle
 from tests.http_faults import Fault, FaultProxy
 from tests.live import LiveServer
 
+CSRF_RE = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
 FAST = RetryPolicy(attempts=4, initial=0.01, maximum=0.05)
 
 
@@ -248,8 +250,10 @@ def test_a_filtered_dataset_becomes_a_run_whose_revocations_are_seen_and_remedia
         through = run["counts_as_of"]
 
     with ConsentClient(server.base_url, server.tokens["support"]) as support:
-        done = support.remediate(run_id, "excluded_from_next", through, "dropped from the build")
-        run = support.run(run_id, as_of=done["recorded_seq"])
+        remediation = support.remediate(
+            run_id, "excluded_from_next", through, "dropped from the build"
+        )
+        run = support.run(run_id, as_of=remediation["recorded_seq"])
         assert (run["affected"], run["outstanding"]) == (2, 0)
         deny(server, users[7])
         assert support.run(run_id)["outstanding"] == 1
@@ -257,3 +261,42 @@ def test_a_filtered_dataset_becomes_a_run_whose_revocations_are_seen_and_remedia
         assert [(r["name"], r["model"], r["affected"]) for r in on_page] == [
             (name, "ranker-v2", True)
         ]
+
+    with httpx.Client(base_url=server.base_url, timeout=30) as browser:  # a support session
+        sign_in = browser.get("/console/sign-in")
+        csrf = CSRF_RE.search(sign_in.text)
+        assert csrf, sign_in.text
+        form = {"csrf_token": csrf.group(1), "token": server.tokens["support"]}
+        assert browser.post("/console/sign-in", data=form).status_code == 302
+        page = browser.get(f"/console/users/{users[2]}")
+        assert page.status_code == 200
+        assert name in page.text
+        assert "ranker-v2" in page.text
+
+
+def test_a_run_that_cannot_be_registered_is_exit_6_and_the_manifest_claims_no_run(
+    server: LiveServer, tmp_path: Path
+) -> None:
+    users = new_users(server, "taken", 3)
+    src, dst = tmp_path / "events.jsonl", tmp_path / "kept.jsonl"
+    src.write_text("".join(json.dumps({"user_id": u}) + "\n" for u in users))
+    name = unique("taken")
+    with ConsentClient(server.base_url, server.tokens["pipeline"]) as client:
+        client.register_run(name, PURPOSE, client.head())
+
+    done = consent(server, "filter", "--purpose", PURPOSE, "--column", "user_id",
+                   "--run", name, str(src), str(dst))  # fmt: skip
+    assert done.returncode == 6, done.stderr
+    assert f"the run {name} was not registered" in done.stderr
+    assert "409" in done.stderr
+    assert dst.read_text() == src.read_text()
+    assert "run" not in json.loads(Path(f"{dst}.manifest.json").read_text())
+
+
+def test_model_without_run_is_a_usage_error(server: LiveServer, tmp_path: Path) -> None:
+    src = tmp_path / "events.csv"
+    src.write_text("user_id\n1000\n")
+    done = consent(server, "filter", "--purpose", PURPOSE, "--column", "user_id",
+                   "--model", "m", str(src), str(tmp_path / "kept.csv"))  # fmt: skip
+    assert done.returncode == 2
+    assert "--run" in done.stderr
