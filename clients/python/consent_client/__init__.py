@@ -1,6 +1,7 @@
 """The Consent Ledger pipeline client: ask before training, fail closed, prove what was asked."""
 
 from consent_client.client import (
+    AffectedStream,
     ConsentClient,
     ConsentClientError,
     ConsentRefused,
@@ -13,6 +14,7 @@ from consent_client.client import (
 from consent_client.datasets import DatasetError, FilterSummary, filter_file
 
 __all__ = [
+    "AffectedStream",
     "ConsentClient",
     "ConsentClientError",
     "ConsentRefused",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -12,8 +13,15 @@ import click
 from tqdm import tqdm
 
 from consent_client.client import ConsentClient, ConsentRefused, ConsentUnavailable
-from consent_client.datasets import DatasetError, count_rows, filter_file, format_of
-from consent_client.wire import SNAPSHOT_SETS
+from consent_client.datasets import (
+    DatasetError,
+    RunError,
+    RunRequest,
+    count_rows,
+    filter_file,
+    format_of,
+)
+from consent_client.wire import RUN_NAME_PATTERN, SNAPSHOT_SETS
 
 T = TypeVar("T")
 
@@ -22,6 +30,7 @@ EXIT_USAGE = 2  # a missing option (click's own code), or no key in the --key-en
 EXIT_INPUT = 3  # the input cannot be read as asked: unreadable, unknown format, no such column
 EXIT_REFUSED = 4  # the service refused: bad key, wrong role, unknown purpose, bad as_of
 EXIT_UNAVAILABLE = 5  # the service could not answer after every retry; nothing was written
+EXIT_RUN = 6  # filtered and written, but the --run was not registered or its members recorded
 
 url_option = click.option(
     "--url",
@@ -63,6 +72,8 @@ def _run(action: Callable[[], T]) -> T:
     """Run a client action; map its failures to the documented exit codes."""
     try:
         return action()
+    except RunError as exc:  # before ConsentRefused/Unavailable: the output was written
+        _exit(EXIT_RUN, f"{exc}; the output and its manifest were written, without the run")
     except DatasetError as exc:
         _exit(EXIT_INPUT, str(exc))
     except ConsentRefused as exc:
@@ -78,6 +89,14 @@ def _run(action: Callable[[], T]) -> T:
 @key_env_option
 @url_option
 @click.option("--batch-rows", type=int, default=1_000_000, show_default=True)
+@click.option(
+    "--run",
+    "run_name",
+    default=None,
+    help="Register a training run of this name at the filter's as_of, with the kept IDs as "
+    "its members.",
+)
+@click.option("--model", default=None, help="The model the run trains (with --run).")
 @click.argument("src", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("dst", type=click.Path(dir_okay=False, path_type=Path))
 def filter_command(
@@ -87,15 +106,27 @@ def filter_command(
     key_env: str,
     url: str,
     batch_rows: int,
+    run_name: str | None,
+    model: str | None,
     src: Path,
     dst: Path,
 ) -> None:
     """Keep the rows of SRC (CSV, JSON Lines or Parquet) whose user ID the service allows.
 
     Writes DST and DST.manifest.json (purpose, as_of, SHA-256 of input and output, counts).
+    With --run NAME, then registers the run NAME at that as_of with the input's URI, digest
+    and row counts, records the distinct kept IDs as its members, and adds run {id, name,
+    model} to the manifest.
     Exit codes: 0 done; 2 usage; 3 input unreadable or column missing; 4 refused by the
-    service; 5 service unavailable after retries. On any failure nothing is written.
+    service; 5 service unavailable after retries (on these nothing is written); 6 the output
+    and manifest were written but the run was not registered or its members not recorded
+    (the manifest claims no run).
     """
+    if model is not None and run_name is None:
+        _exit(EXIT_USAGE, "--model names the model of a --run; give --run too")
+    if run_name is not None and not re.fullmatch(RUN_NAME_PATTERN, run_name):
+        _exit(EXIT_USAGE, f"--run {run_name!r}: a run name is 1-128 of A-Z a-z 0-9 . _ : -")
+    wanted = RunRequest(run_name, model) if run_name is not None else None
     with _client(url, key_env) as client:
 
         def run() -> Any:
@@ -112,6 +143,7 @@ def filter_command(
                     as_of=as_of,
                     progress=bar,
                     batch_rows=batch_rows,
+                    run=wanted,
                 )
 
         summary = _run(run)

@@ -11,11 +11,18 @@ shorter answer.
     client = ConsentClient("http://127.0.0.1:8000", os.environ["CONSENT_API_KEY"])
     result = client.lookup("model_training", ["1001", "1002"])
     kept = list(client.filter("model_training", ids))    # any number of IDs, as of one seq
+
+    run = client.register_run("llm-2026-12-01", "model_training", as_of=result.as_of)
+    client.record_members(run["id"], kept)               # once; the run's members
+    for member in client.affected(run["id"]):            # denied since: {user_id, basis, seq}
+        ...
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import os
 import random
 import tempfile
@@ -26,6 +33,7 @@ from typing import Any, TypeVar
 
 import httpx
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
@@ -34,6 +42,9 @@ from consent_client.wire import (
     ARROW_STREAM,
     AS_OF_HEADER,
     MAX_BATCH,
+    MEMBER_COLUMN,
+    NUMERIC_ID_PATTERN,
+    NUMERIC_LIMIT,
     SNAPSHOT_SETS,
     TEXT_IDS,
 )
@@ -115,6 +126,21 @@ class FilterStream:
 
     def __iter__(self) -> Iterator[str]:
         return self._ids
+
+
+@dataclass
+class AffectedStream:
+    """A run's affected members as of one seq: iterate for {user_id, basis, seq} dicts.
+
+    The answer was downloaded whole (to a temporary file) before this is returned, so
+    iterating never meets a cut stream; iterate it once.
+    """
+
+    as_of: int
+    _rows: Iterator[dict[str, Any]] = field(repr=False)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return self._rows
 
 
 @dataclass(frozen=True)
@@ -396,6 +422,240 @@ class ConsentClient:
             if not page["has_more"]:
                 return
 
+    # ------------------------------------------------------------------ training runs
+
+    def _create(
+        self,
+        what: str,
+        send: Callable[[], dict[str, Any]],
+        find: Callable[[], dict[str, Any] | None],
+    ) -> dict[str, Any]:
+        """A write that is not idempotent, retried safely: an attempt whose answer was lost may
+        have been applied, so every retry first looks (`find`) for what it would create, and
+        sends again only when it is not there."""
+        tried = False
+
+        def attempt() -> dict[str, Any]:
+            nonlocal tried
+            if tried:
+                found = find()
+                if found is not None:
+                    return found
+            tried = True
+            return send()
+
+        return self._attempts(what, attempt)
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        """One JSON request, one attempt: transport errors and retried statuses as _Retryable."""
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise _Retryable(f"{type(exc).__name__}: {exc}") from exc
+        self._check(response)
+        body = response.json()
+        if not isinstance(body, dict):
+            raise ConsentRefused(response.status_code, {"detail": "the answer was no object"})
+        return body
+
+    def register_run(
+        self,
+        name: str,
+        purpose: str,
+        as_of: int | str,
+        *,
+        model: str | None = None,
+        dataset: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Register a training run that used the answer for `purpose` as of `as_of`; the run.
+
+        `dataset` is {uri, sha256, rows_in?, rows_kept?}. Names are unique: a name taken by
+        another run is refused (ConsentRefused, status 409). A retry after a lost answer first
+        looks the run up by name, and takes it when its purpose, as_of, model and dataset are
+        the ones asked for, so a run is never registered twice nor wrongly refused.
+        """
+        body = {"name": name, "purpose": purpose, "as_of": as_of, "model": model,
+                "dataset": dataset}  # fmt: skip
+
+        def find() -> dict[str, Any] | None:
+            run = self.find_run(name, purpose=purpose, model=model)
+            if run is None:
+                return None
+            same = run["purpose"] == purpose and run["model"] == model
+            if isinstance(as_of, int) or str(as_of).isdigit():
+                same = same and run["as_of"] == int(as_of)
+            if dataset is not None:
+                same = same and all(run["dataset"].get(k) == v for k, v in dataset.items())
+            return run if same else None
+
+        return self._create(
+            f"registering run {name}", lambda: self._send("POST", "/v1/runs", json=body), find
+        )
+
+    def run(self, run_id: int, *, as_of: int | str | None = None) -> dict[str, Any]:
+        """A run: its facts, its counts (members, not_allowed, affected, outstanding) and its
+        remediations as of `as_of`, or else the service's read index (caught up to the run's
+        registration and members first)."""
+        return self._json("GET", f"/v1/runs/{run_id}", params=self._as_of_params(as_of))
+
+    def runs(
+        self,
+        *,
+        purpose: str | None = None,
+        model: str | None = None,
+        as_of: int | str | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Every run registered as of `as_of`, or else the service's read index (which follows
+        the ledger within a poll: pass `as_of=client.head()` to see a run registered a moment
+        ago), newest first, following the pages, all as of one seq."""
+        params: dict[str, Any] = {"limit": 1000, **self._as_of_params(as_of)}
+        if purpose is not None:
+            params["purpose"] = purpose
+        if model is not None:
+            params["model"] = model
+        while True:
+            page = self._json("GET", "/v1/runs", params=params)
+            yield from page["runs"]
+            if not page["has_more"]:
+                return
+            params["before"] = page["next_before"]
+            params["as_of"] = page["as_of"]  # every page as of the first's seq
+
+    def find_run(
+        self, name: str, *, purpose: str | None = None, model: str | None = None
+    ) -> dict[str, Any] | None:
+        """The run of that name (narrowed by purpose and model when given) as of the ledger's
+        head now, or None."""
+        runs = self.runs(purpose=purpose, model=model, as_of=self.head())
+        return next((r for r in runs if r["name"] == name), None)
+
+    def record_members(
+        self, run_id: int, ids: Iterable[str | int] | pa.Array | pa.ChunkedArray
+    ) -> dict[str, Any]:
+        """Record the distinct user IDs a run used, once; the run with its counts.
+
+        `ids` may be any iterable (sent as text) or an Arrow array or chunked array of integer
+        or string IDs (sent as int64 or string), with repeats. They are first written to a
+        temporary Arrow IPC stream, `filter_chunk` IDs a batch, then sent as one upload, so an
+        upload can be retried whole. The server takes it all or nothing: a malformed ID
+        refuses it (ConsentRefused, 422), a run with members already is a 409. A retry after a
+        lost answer first reads the run: members recorded with the SHA-256 of these IDs are
+        this upload's, taken as done.
+        """
+        fd, name = tempfile.mkstemp(prefix=f".run-{run_id}-members.", suffix=".arrows")
+        spool = Path(name)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                _write_id_stream(out, ids, self.filter_chunk)
+            size = spool.stat().st_size
+            path = f"/v1/runs/{run_id}/members"
+            headers = {"Content-Type": ARROW_STREAM, "Content-Length": str(size)}
+
+            def send() -> dict[str, Any]:
+                with open(spool, "rb") as body:
+                    return self._send("PUT", path, content=body, headers=headers)
+
+            def find() -> dict[str, Any] | None:
+                run = self.run(run_id)
+                if run.get("members") is None:
+                    return None
+                return run if run.get("members_sha256") == members_sha256(spool) else None
+
+            return self._create(f"recording the members of run {run_id}", send, find)
+        finally:
+            spool.unlink(missing_ok=True)
+
+    def affected(self, run_id: int, *, as_of: int | str | None = None) -> AffectedStream:
+        """The run's members denied as of `as_of`, or else the service's read index (caught up
+        to the run first): {user_id, basis, seq} each (seq: the event after the run's as_of
+        that denied them; None: denied before it), numeric IDs first in numeric order, then
+        the others in byte order.
+
+        Downloaded whole as ndjson to a temporary file first (retried whole, pinned to the
+        first answer's seq), so a cut stream is retried or raised, never a shorter list.
+        """
+        pinned = None if as_of is None else str(as_of)
+        fd, name = tempfile.mkstemp(prefix=f".run-{run_id}-affected.", suffix=".ndjson")
+        os.close(fd)
+        spool = Path(name)
+
+        def attempt() -> int:
+            nonlocal pinned
+            params = {"format": "ndjson", **self._as_of_params(pinned)}
+            try:
+                with (
+                    open(spool, "wb") as out,
+                    self._http.stream(
+                        "GET", f"/v1/runs/{run_id}/affected", params=params
+                    ) as response,
+                ):
+                    self._check(response)
+                    seq = int(response.headers[AS_OF_HEADER])
+                    pinned = str(seq)
+                    for block in response.iter_bytes(1 << 20):
+                        out.write(block)
+            except httpx.TransportError as exc:
+                raise _Retryable(f"{type(exc).__name__}: {exc}") from exc
+            if spool.stat().st_size and not _ends_with_newline(spool):
+                raise _Retryable("the affected list ended in the middle of a line")
+            return seq
+
+        try:
+            seq = self._attempts(f"affected members of run {run_id}", attempt)
+        except BaseException:
+            spool.unlink(missing_ok=True)
+            raise
+
+        def rows() -> Iterator[dict[str, Any]]:
+            try:
+                with open(spool, "rb") as lines:
+                    for line in lines:
+                        yield json.loads(line)
+            finally:
+                spool.unlink(missing_ok=True)
+
+        return AffectedStream(seq, rows())
+
+    def remediate(
+        self,
+        run_id: int,
+        action: str,
+        through_seq: int,
+        reason: str,
+        ticket: str | None = None,
+    ) -> dict[str, Any]:
+        """Declare the run's members affected by events up to `through_seq` handled (`action`
+        one of retrained, excluded_from_next, unlearned, retained); the remediation.
+
+        Needs a support (or admin) key. A retry after a lost answer first reads the run as of
+        the ledger's head and takes an identical remediation recorded since as this one, so
+        none is recorded twice. A support key cannot read the head: it reads the run as of the
+        service's read index, which may not show a remediation made within its last poll, so
+        that rare retry may record an identical declaration twice (counts are unchanged).
+        """
+        body = {"action": action, "through_seq": through_seq, "reason": reason, "ticket": ticket}
+        before: set[int] = set()
+
+        def now() -> int | None:
+            try:
+                return self.head()
+            except ConsentRefused as exc:
+                if exc.status == 403:  # a support key: the read index's seq must do
+                    return None
+                raise
+
+        def find() -> dict[str, Any] | None:
+            for done in self.run(run_id, as_of=now())["remediations"]:
+                if done["id"] not in before and all(done[k] == v for k, v in body.items()):
+                    return dict(done)
+            return None
+
+        def send() -> dict[str, Any]:
+            return self._send("POST", f"/v1/runs/{run_id}/remediations", json=body)
+
+        before.update(r["id"] for r in self.run(run_id, as_of=now())["remediations"])
+        return self._create(f"remediating run {run_id}", send, find)
+
 
 def _batches(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
     for start in range(0, len(items), size):
@@ -420,3 +680,64 @@ def _format_of(path: Path) -> str:
     if suffix in (".ndjson", ".jsonl"):
         return "ndjson"
     return "csv"
+
+
+def _id_column(ids: pa.Array) -> pa.Array:
+    """int64 for integer IDs, string for everything else: the two columns a run's members
+    upload takes."""
+    if pa.types.is_integer(ids.type):
+        return pc.cast(ids, pa.int64())
+    if pa.types.is_string(ids.type):
+        return ids
+    return pc.cast(ids, pa.string())
+
+
+def _write_id_stream(
+    out: Any, ids: Iterable[str | int] | pa.Array | pa.ChunkedArray, batch: int
+) -> None:
+    """Write IDs as an Arrow IPC stream of one column, `batch` IDs a record batch."""
+    if isinstance(ids, pa.ChunkedArray):
+        chunks: Iterable[pa.Array] = (_id_column(c) for c in ids.chunks)
+        kind = pa.int64() if pa.types.is_integer(ids.type) else pa.string()
+    elif isinstance(ids, pa.Array):
+        chunks = [_id_column(ids)]
+        kind = pa.int64() if pa.types.is_integer(ids.type) else pa.string()
+    else:
+        chunks = (pa.array([str(i) for i in part], pa.string()) for part in _batches_of(ids, batch))
+        kind = pa.string()
+    schema = pa.schema([pa.field(MEMBER_COLUMN, kind)])
+    with pa.ipc.new_stream(out, schema) as writer:
+        for chunk in chunks:
+            for start in range(0, len(chunk), batch):
+                part = chunk.slice(start, batch)
+                writer.write_batch(pa.record_batch([part], schema=schema))
+
+
+def members_sha256(path: str | os.PathLike[str]) -> str:
+    """The SHA-256 the service gives the members in an IDs stream file (`members_sha256`):
+    the distinct numeric IDs ascending as little-endian int64, then each other ID, in byte
+    order, followed by a newline."""
+    column = pa.ipc.open_stream(pa.memory_map(str(path))).read_all().column(0)
+    values = column.combine_chunks() if column.num_chunks else pa.array([], column.type)
+    if pa.types.is_integer(values.type):
+        small = pc.less(values, NUMERIC_LIMIT)
+        numbers = values.filter(small)
+        texts = pc.cast(values.filter(pc.invert(small)), pa.string())
+    else:
+        numeric = pc.match_substring_regex(values, NUMERIC_ID_PATTERN)
+        numbers = pc.cast(values.filter(numeric), pa.int64())
+        texts = values.filter(pc.invert(numeric))
+    numbers = pc.unique(numbers)
+    numbers = numbers.take(pc.sort_indices(numbers))
+    texts = pc.unique(texts)
+    texts = texts.take(pc.sort_indices(texts))
+    digest = hashlib.sha256(numbers.to_numpy(zero_copy_only=False).astype("<i8").tobytes())
+    for text in texts.to_pylist():
+        digest.update(f"{text}\n".encode())
+    return digest.hexdigest()
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) == b"\n"

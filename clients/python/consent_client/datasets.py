@@ -1,6 +1,7 @@
 """Filter dataset files (CSV, JSON Lines, Parquet) by their user-ID column through the service.
 
-Streamed in batches with bounded memory; a manifest beside the output proves what was done.
+Streamed in batches with bounded memory; a manifest beside the output proves what was done,
+and with a run named, the service records the run: its dataset and the distinct kept IDs.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
-from consent_client.client import ConsentClient
+from consent_client.client import ConsentClient, ConsentClientError
 
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
 BATCH_ROWS = 1_000_000
@@ -30,6 +31,25 @@ HASH_BLOCK = 1 << 22
 
 class DatasetError(Exception):
     """The input cannot be filtered as asked (unreadable, unknown format, no such column)."""
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """The training run a filtered dataset is for: registered at the filter's as_of."""
+
+    name: str
+    model: str | None = None
+
+
+class RunError(ConsentClientError):
+    """The dataset was filtered (output and manifest written) but its run was not registered,
+    or its members not recorded: the manifest claims no run. `run_id` is set when the run was
+    registered without members; `cause` is the client's error."""
+
+    def __init__(self, message: str, run_id: int | None, cause: ConsentClientError) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.cause = cause
 
 
 @dataclass(frozen=True)
@@ -42,13 +62,19 @@ class FilterSummary:
     as_of: int
     seconds: float
     manifest: Path
+    run: dict[str, Any] | None = None
 
     def line(self) -> str:
         """The one-line summary printed at the end."""
-        return (
+        line = (
             f"rows in {self.rows_in:,}, kept {self.kept:,}, dropped {self.dropped:,}, "
             f"as_of {self.as_of}, {self.seconds:.1f} s"
         )
+        if self.run is not None:
+            line += (
+                f"; run {self.run['name']} (id {self.run['id']}, {self.run['members']:,} members)"
+            )
+        return line
 
 
 class Progress(Protocol):
@@ -241,6 +267,44 @@ def id_column(column: pa.Array) -> pa.Array:
     return pc.cast(column, pa.string())
 
 
+class _KeptIds:
+    """The distinct kept IDs of each batch, spooled to an Arrow IPC stream file as they come,
+    so a run's members cost no second reading of the output."""
+
+    def __init__(self, directory: Path) -> None:
+        fd, name = tempfile.mkstemp(prefix=".kept-ids.", suffix=".arrows", dir=directory)
+        self.path = Path(name)
+        self.file = os.fdopen(fd, "wb")
+        self.writer: Any = None
+        self.kind: pa.DataType = pa.string()
+
+    def add(self, ids: pa.Array, mask: pa.BooleanArray) -> None:
+        """Keep the distinct IDs of one batch where mask is true."""
+        kept = pc.unique(ids.filter(mask))
+        if self.writer is None:
+            self.kind = pa.int64() if pa.types.is_integer(kept.type) else pa.string()
+            schema = pa.schema([pa.field("user_id", self.kind)])
+            self.writer = pa.ipc.new_stream(self.file, schema)
+        if len(kept):
+            self.writer.write_batch(pa.record_batch([pc.cast(kept, self.kind)], ["user_id"]))
+
+    def ids(self) -> pa.ChunkedArray:
+        """Everything kept (repeats across batches included), memory-mapped from the file."""
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+        self.file.close()
+        if not self.path.stat().st_size:
+            return pa.chunked_array([], pa.string())
+        return pa.ipc.open_stream(pa.memory_map(str(self.path))).read_all().column(0)
+
+    def remove(self) -> None:
+        """Delete the file."""
+        if not self.file.closed:
+            self.file.close()
+        self.path.unlink(missing_ok=True)
+
+
 # ------------------------------------------------------------------ the whole run
 
 
@@ -254,12 +318,18 @@ def filter_file(
     as_of: int | None = None,
     progress: Progress | None = None,
     batch_rows: int = BATCH_ROWS,
+    run: RunRequest | None = None,
 ) -> FilterSummary:
     """Keep the rows of `src` whose `column` the service allows for `purpose`, into `dst`.
 
     Every batch is answered as of one seq (the first answer's, or `as_of`). Output goes to a
     temporary file renamed into place only when everything succeeded, so a failure leaves no
     output; the manifest is written last, beside it.
+
+    With `run`, the run is then registered at that seq with the dataset {uri of `src`, its
+    SHA-256, rows_in, rows_kept}, the distinct kept IDs (collected while filtering) are
+    recorded as its members, and the manifest gains `run: {id, name, model}`. If either step
+    fails, RunError is raised after output and manifest are written, the manifest without run.
     """
     started, began = datetime.now(UTC), time.monotonic()
     if not src.is_file():
@@ -272,12 +342,16 @@ def filter_file(
     tmp = Path(tmp_name)
     rows_in = kept = 0
     pinned = as_of
+    kept_ids = _KeptIds(dst.parent) if run is not None else None
     try:
         table = TABLES[fmt](src, tmp, column, batch_rows)
         try:
             for batch, ids in table.batches():
-                mask, pinned = client.filter_arrow(purpose, id_column(ids), pinned)
+                sent = id_column(ids)
+                mask, pinned = client.filter_arrow(purpose, sent, pinned)
                 kept += table.write(batch, mask)
+                if kept_ids is not None:
+                    kept_ids.add(sent, mask)
                 rows_in += len(ids)
                 if progress is not None:
                     progress.update(len(ids))
@@ -286,16 +360,21 @@ def filter_file(
         if pinned is None:  # an empty input: still say as of when
             pinned = client.head()
         os.replace(tmp, dst)
+    except BaseException:
+        if kept_ids is not None:
+            kept_ids.remove()
+        raise
     finally:
         tmp.unlink(missing_ok=True)
     seconds = time.monotonic() - began
     manifest = Path(f"{dst}.manifest.json")
-    document = {
+    input_sha256 = sha256_of(src)
+    document: dict[str, Any] = {
         "purpose": purpose,
         "as_of": pinned,
         "service_url": client.base_url,
         "column": column,
-        "input": {"path": str(src), "sha256": sha256_of(src), "rows": rows_in},
+        "input": {"path": str(src), "sha256": input_sha256, "rows": rows_in},
         "output": {"path": str(dst), "sha256": sha256_of(dst), "rows": kept},
         "kept": kept,
         "dropped": rows_in - kept,
@@ -304,4 +383,47 @@ def filter_file(
         "seconds": round(seconds, 3),
     }
     manifest.write_text(json.dumps(document, indent=2) + "\n")
-    return FilterSummary(rows_in, kept, rows_in - kept, int(pinned), seconds, manifest)
+    summary = FilterSummary(rows_in, kept, rows_in - kept, int(pinned), seconds, manifest)
+    if run is None or kept_ids is None:
+        return summary
+    try:
+        dataset = {"uri": src.resolve().as_uri(), "sha256": input_sha256, "rows_in": rows_in,
+                   "rows_kept": kept}  # fmt: skip
+        recorded = _record_run(client, run, purpose, int(pinned), dataset, kept_ids)
+    finally:
+        kept_ids.remove()
+    document["run"] = {"id": recorded["id"], "name": recorded["name"], "model": recorded["model"]}
+    _write_atomically(manifest, json.dumps(document, indent=2) + "\n")
+    return FilterSummary(rows_in, kept, rows_in - kept, int(pinned), seconds, manifest, recorded)
+
+
+def _record_run(
+    client: ConsentClient,
+    run: RunRequest,
+    purpose: str,
+    as_of: int,
+    dataset: dict[str, Any],
+    kept_ids: _KeptIds,
+) -> dict[str, Any]:
+    """Register the run and record its members; RunError saying which step failed."""
+    try:
+        registered = client.register_run(run.name, purpose, as_of, model=run.model, dataset=dataset)
+    except ConsentClientError as exc:
+        raise RunError(f"the run {run.name} was not registered: {exc}", None, exc) from exc
+    try:
+        return client.record_members(registered["id"], kept_ids.ids())
+    except ConsentClientError as exc:
+        raise RunError(
+            f"the run {run.name} (id {registered['id']}) was registered but its members were "
+            f"not recorded: {exc}",
+            int(registered["id"]),
+            exc,
+        ) from exc
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Replace a file's content all at once: a reader sees the old text or the new."""
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    os.replace(name, path)

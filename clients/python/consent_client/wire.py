@@ -25,3 +25,11 @@ SNAPSHOT_MEDIA_TYPES: Final = {
     "parquet": "application/vnd.apache.parquet",
 }
 SNAPSHOT_FORMATS: Final = tuple(SNAPSHOT_MEDIA_TYPES)
+
+# Training runs: a run's name (unique), the members upload's Arrow column, and the remediations.
+RUN_NAME_PATTERN: Final = r"^[A-Za-z0-9._:-]{1,128}$"
+MEMBER_COLUMN: Final = "user_id"
+REMEDIATION_ACTIONS: Final = ("retrained", "excluded_from_next", "unlearned", "retained")
+# IDs kept as numbers (canonical digit strings of at most 18 digits); the rest are text.
+NUMERIC_ID_PATTERN: Final = r"^(0|[1-9][0-9]{0,17})$"
+NUMERIC_LIMIT: Final = 10**18
