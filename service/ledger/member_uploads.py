@@ -14,10 +14,11 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from consent_client.wire import NUMERIC_LIMIT
 from service.domain import validation
 from service.domain.errors import ValidationFailed
 from service.readindex.directory import numeric_mask
-from service.reads.lookups import NUMERIC_LIMIT, open_arrow, read_lines
+from service.reads.lookups import open_arrow, read_lines
 from service.reads.members import IntArray, MemberSet
 
 SHOWN_ERRORS = 20

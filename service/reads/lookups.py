@@ -11,7 +11,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from consent_client.wire import ALLOWED_COLUMN, ARROW_STREAM, MAX_BATCH
+from consent_client.wire import ALLOWED_COLUMN, ARROW_STREAM, MAX_BATCH, NUMERIC_LIMIT
 from service.domain import validation
 from service.domain.errors import PayloadTooLarge, ValidationFailed
 from service.readindex import codes as cd
@@ -21,7 +21,6 @@ from service.web import metrics
 
 FILTER_CHUNK = 50_000
 READ_BLOCK = 1 << 20
-NUMERIC_LIMIT = 10**18
 ALLOWED_SCHEMA = pa.schema([pa.field(ALLOWED_COLUMN, pa.bool_(), nullable=False)])
 
 
