@@ -17,7 +17,7 @@ from service.runtime.database import engine_options
 from service.runtime.extensions import db, migrate
 from service.runtime.readiness import MIGRATIONS_DIR
 from service.web import logs, metrics, problems, ratelimit
-from service.web.schemas import COMPONENTS
+from service.web.fields import COMPONENTS
 from service.web.spec import ContractPlugin
 
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")

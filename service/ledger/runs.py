@@ -164,7 +164,7 @@ def record_members(actor: Actor, run_id: int, body: IO[bytes], media_type: str) 
 
 def _codes_at(purpose: str, seq: int, members: MemberSet) -> cd.CodeArray:
     """Each member's decision code as of seq, in member order (numbers, then the others)."""
-    decisions.pin(str(seq), purpose)  # follow the index up to seq first if it is behind
+    decisions.seq_for(str(seq), purpose)  # follow the index up to seq first if it is behind
     numbers = decisions.number_codes(purpose, seq, members.numbers)
     strings = decisions.codes(purpose, seq, members.strings)
     return cd.as_codes(np.concatenate([numbers, strings]))

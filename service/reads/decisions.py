@@ -27,7 +27,7 @@ EARLIER_USERS = 1_000_000
 EARLIER_KEPT = 64
 
 
-def pin(as_of: str | None, purpose: str | None) -> int:
+def seq_for(as_of: str | None, purpose: str | None) -> int:
     """The seq a read answers as of: the index's head when not given (no database round trip).
 
     A purpose the index has not heard of may have been created since its last poll: it then
@@ -166,11 +166,11 @@ def codes_from_database(purpose: str, seq: int, user_ids: list[str]) -> list[int
     return [cd.encode(r) for r in asof.decide(purpose, pit, user_ids)]
 
 
-def pinned(purpose: str, as_of: str | None) -> int:
+def seq_checked(purpose: str, as_of: str | None) -> int:
     """Fix the seq of a streamed read and check the purpose existed then.
 
     Done before the first byte is sent, so these problems are still proper error responses.
     """
-    seq = pin(as_of, purpose)
+    seq = seq_for(as_of, purpose)
     require_purpose(purpose, seq)
     return seq

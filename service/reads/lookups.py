@@ -30,7 +30,7 @@ def lookup(purpose: str, user_id: str, as_of: str | None) -> dict[str, Any]:
     A never-seen ID answers the purpose's unknown_subject state.
     """
     user_id = validation.user_id(user_id)
-    seq = decisions.pin(as_of, purpose)
+    seq = decisions.seq_for(as_of, purpose)
     code = decisions.code_of(purpose, seq, user_id)
     metrics.count_code(purpose, code)
     return {
@@ -73,9 +73,9 @@ def batch_ids(raw: Sequence[object]) -> list[str]:
 def batch_lookup(purpose: str, raw_ids: Sequence[object], as_of: str | None) -> dict[str, Any]:
     """Split a batch into allowed and denied; each distinct input ID lands in exactly one list."""
     ids = list(dict.fromkeys(batch_ids(raw_ids)))
-    # pinned() also checks the purpose existed then: an empty batch must not answer 200 for a
+    # seq_checked() also checks the purpose existed then: an empty batch must not answer 200 for a
     # purpose that does not exist (found by the contract fuzzer).
-    seq = decisions.pinned(purpose, as_of)
+    seq = decisions.seq_checked(purpose, as_of)
     mask = counted(purpose, decisions.codes(purpose, seq, pa.array(ids, pa.string())))
     return {
         "purpose": purpose,

@@ -1,58 +1,28 @@
-"""Training runs read back as of a seq: one run or many with their counts, a user's runs, the
-violations and affected members streamed, and a run as an OpenLineage event."""
+"""Training runs read back as of a seq: one run or many with their counts, and a user's runs.
+
+Their member lists stream from run_streams.py; a run as an OpenLineage event is lineage.py.
+"""
 
 from __future__ import annotations
 
 import threading
-import uuid
 from collections import OrderedDict
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import sqlalchemy as sa
 
 from service.domain import validation
 from service.domain.clock import isoformat
 from service.domain.errors import Conflict, NotFound
-from service.readindex import codes as cd
 from service.reads import decisions
-from service.reads.affected import NO_SEQ, affected
+from service.reads.affected import affected
 from service.reads.consistent import head_seq, read_transaction
-from service.reads.members import cache, decode_codes, member_key, members_of
-from service.reads.streaming import ByteSink
+from service.reads.members import cache, member_key, members_of
 from service.runtime.extensions import db, worker_state
 from service.runtime.models import Run, RunMembers, RunRemediation
 
-MEDIA_TYPES = {
-    "text": "text/plain; charset=utf-8",
-    "ndjson": "application/x-ndjson",
-    "parquet": "application/vnd.apache.parquet",
-}
-BASIS_NAMES = pa.array([*cd.BASES], pa.string())
-AFFECTED_SCHEMA = pa.schema(
-    [
-        pa.field("user_id", pa.string(), nullable=False),
-        pa.field("basis", pa.string(), nullable=False),
-        pa.field("seq", pa.int64(), nullable=True),
-    ]
-)
-VIOLATIONS_SCHEMA = pa.schema(
-    [
-        pa.field("user_id", pa.string(), nullable=False),
-        pa.field("basis", pa.string(), nullable=False),
-    ]
-)
-OPENLINEAGE_SCHEMA = "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/RunEvent"
-FACET_SCHEMA = "https://consent-ledger.invalid/spec/facets/ConsentLedgerInputFacet.json"
-PRODUCER = "https://consent-ledger.invalid/consent-ledger"
-RUN_NAMESPACE = uuid.UUID("6f1c3b0e-3f59-4f4e-9a55-2f7f4c6a0d61")
 COUNTS_KEPT = 4096
 
 
@@ -74,10 +44,10 @@ class Recorded:
 def pin(as_of: str | None, *, at_least: int = 0) -> int:
     """The seq a runs read answers as of. Without `as_of`, the index's head, caught up first
     when what the read is about (a run just registered) was committed after its last poll."""
-    seq = decisions.pin(as_of, None)
+    seq = decisions.seq_for(as_of, None)
     if (as_of is None or not as_of.strip()) and seq < at_least:
-        decisions.pin(str(at_least), None)
-        seq = decisions.pin(None, None)
+        decisions.seq_for(str(at_least), None)
+        seq = decisions.seq_for(None, None)
     return seq
 
 
@@ -144,7 +114,7 @@ def _remediations(run_ids: list[int], seq: int) -> dict[int, list[RunRemediation
     return found
 
 
-def _require_members(run: Run, recorded: Recorded | None, seq: int) -> Recorded:
+def require_members(run: Run, recorded: Recorded | None, seq: int) -> Recorded:
     if recorded is None:
         raise Conflict(
             f"Run {run.id} ({run.name}) had no members recorded as of seq {seq}; "
@@ -394,166 +364,4 @@ def user_runs(user_id: str, as_of: str | None) -> dict[str, Any]:
             }
             for r in used
         ],
-    }
-
-
-# ---------------------------------------------------------------- streams ------------------
-
-
-def _basis(codes: cd.CodeArray) -> pa.Array:
-    names = pa.DictionaryArray.from_arrays(pa.array(cd.basis_indices(codes)), BASIS_NAMES)
-    return pc.cast(names, pa.string())
-
-
-def affected_stream(run_id: int, as_of: str | None, fmt: str) -> tuple[int, Iterator[bytes]]:
-    """The seq and the bytes of the run's affected members as of it: {user_id, basis, seq}."""
-    run, recorded, seq = pinned_run(run_id, as_of)
-    _require_members(run, recorded, seq)
-    members = members_of(run.id)
-
-    def tables() -> Iterator[pa.Table]:
-        for part in affected(run.purpose, run.as_of, seq, members):
-            seqs = pa.array(part.seqs, pa.int64(), mask=part.seqs == NO_SEQ)
-            yield pa.table([part.ids, _basis(part.codes), seqs], schema=AFFECTED_SCHEMA)
-
-    return seq, _encoded(tables(), AFFECTED_SCHEMA, fmt)
-
-
-def violations_stream(run_id: int, as_of: str | None, fmt: str) -> tuple[int, Iterator[bytes]]:
-    """The seq, and the members not allowed as of the run's as_of (what the ledger said then,
-    kept beside the members when they were recorded): {user_id, basis}."""
-    run, recorded, seq = pinned_run(run_id, as_of)
-    recorded = _require_members(run, recorded, seq)
-    members = members_of(run.id)
-    with read_transaction(consistent=False):
-        blob = db.session.execute(
-            sa.select(RunMembers.codes).where(RunMembers.run_id == run.id)
-        ).scalar_one()
-    codes = decode_codes(blob, recorded.members)
-
-    def tables() -> Iterator[pa.Table]:
-        for start in range(0, len(codes), 1 << 20):
-            part = codes[start : start + (1 << 20)]
-            at = np.flatnonzero(~cd.allowed(part)) + start
-            yield pa.table([members.ids(at), _basis(codes[at])], schema=VIOLATIONS_SCHEMA)
-
-    return seq, _encoded(tables(), VIOLATIONS_SCHEMA, fmt)
-
-
-def _encoded(tables: Iterator[pa.Table], schema: pa.Schema, fmt: str) -> Iterator[bytes]:
-    if fmt == "parquet":
-        return _parquet(tables, schema)
-    if fmt == "ndjson":
-        return _ndjson(tables)
-    return _text(tables)
-
-
-def _text(tables: Iterator[pa.Table]) -> Iterator[bytes]:
-    """One member a line, its fields separated by tabs (an empty seq: none)."""
-    for table in tables:
-        if table.num_rows:
-            columns = [pc.fill_null(pc.cast(c, pa.string()), "") for c in table.columns]
-            yield _lines(pc.binary_join_element_wise(*columns, "\t"))
-
-
-def _ndjson(tables: Iterator[pa.Table]) -> Iterator[bytes]:
-    """One JSON object a line. Built by Arrow, not json.dumps: user IDs and bases hold only
-    characters JSON needs no escape for (validation.USER_ID_PATTERN), and seqs are numbers."""
-    for table in tables:
-        if not table.num_rows:
-            continue
-        parts: list[Any] = []
-        for i, name in enumerate(table.column_names):
-            column = table.column(i)
-            opening = "{" if i == 0 else ","
-            if pa.types.is_integer(column.type):
-                parts += [f'{opening}"{name}":', pc.fill_null(pc.cast(column, pa.string()), "null")]
-            else:
-                parts += [f'{opening}"{name}":"', column, '"']
-        parts.append("}")
-        yield _lines(pc.binary_join_element_wise(*parts, ""))
-
-
-def _lines(texts: pa.ChunkedArray | pa.Array) -> bytes:
-    """The strings, each followed by a newline, as one bytes object (no Python string each)."""
-    lined = pc.binary_join_element_wise(texts, "", "\n")
-    chunks = lined.chunks if isinstance(lined, pa.ChunkedArray) else [lined]
-    out = []
-    for chunk in chunks:
-        offsets = np.frombuffer(chunk.buffers()[1], dtype=np.int32)
-        begin, end = offsets[chunk.offset], offsets[chunk.offset + len(chunk)]
-        out.append(chunk.buffers()[2].slice(begin, end - begin).to_pybytes())
-    return b"".join(out)
-
-
-def _parquet(tables: Iterator[pa.Table], schema: pa.Schema) -> Iterator[bytes]:
-    """A Parquet file, row group by row group; a cut stream lacks its footer."""
-    sink = ByteSink()
-    writer = pq.ParquetWriter(sink, schema, compression="zstd")
-    yield sink.take()
-    for table in tables:
-        if table.num_rows:
-            writer.write_table(table)
-            yield sink.take()
-    writer.close()
-    yield sink.take()
-
-
-# ---------------------------------------------------------------- lineage ------------------
-
-
-def _dataset_names(uri: str) -> tuple[str, str]:
-    """OpenLineage (namespace, name) of a dataset URI: scheme and authority, then the path."""
-    parts = urlsplit(uri)
-    if not parts.scheme:
-        return "file", uri
-    namespace = f"{parts.scheme}://{parts.netloc}" if parts.netloc else parts.scheme
-    name = parts.path or uri
-    if parts.query:
-        name += "?" + parts.query
-    return namespace, name
-
-
-def lineage(run_id: int, ledger: str) -> dict[str, Any]:
-    """The run as an OpenLineage RunEvent (COMPLETE): its dataset as the input, with a
-    consentLedger input facet saying under which answer of this ledger it was used."""
-    run, recorded, seq = pinned_run(run_id, None)
-    recorded = _require_members(run, recorded, seq)
-    facet = {
-        "_producer": PRODUCER,
-        "_schemaURL": FACET_SCHEMA,
-        "purpose": run.purpose,
-        "as_of": run.as_of,
-        "ledger": ledger,
-        "run_id": run.id,
-        "members": recorded.members,
-        "not_allowed": recorded.not_allowed,
-        "members_sha256": recorded.sha256,
-    }
-    if run.dataset_uri is not None:
-        namespace, name = _dataset_names(run.dataset_uri)
-    else:
-        namespace, name = ledger, f"runs/{run.name}/members"
-    dataset: dict[str, Any] = {
-        "namespace": namespace,
-        "name": name,
-        "facets": {},
-        "inputFacets": {"consentLedger": facet},
-    }
-    if run.dataset_sha256:
-        dataset["facets"]["version"] = {
-            "_producer": PRODUCER,
-            "_schemaURL": "https://openlineage.io/spec/facets/1-0-1/"
-            "DatasetVersionDatasetFacet.json#/$defs/DatasetVersionDatasetFacet",
-            "datasetVersion": run.dataset_sha256,
-        }
-    return {
-        "eventType": "COMPLETE",
-        "eventTime": isoformat(recorded.recorded_at),
-        "run": {"runId": str(uuid.uuid5(RUN_NAMESPACE, f"{ledger}/runs/{run.id}")), "facets": {}},
-        "job": {"namespace": ledger, "name": run.name, "facets": {}},
-        "inputs": [dataset],
-        "outputs": [],
-        "producer": PRODUCER,
-        "schemaURL": OPENLINEAGE_SCHEMA,
     }

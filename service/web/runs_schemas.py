@@ -14,14 +14,8 @@ from service.domain.runs import (
     STREAM_FORMATS,
 )
 from service.domain.validation import PURPOSE_KEY_RE
-from service.web.schemas import (
-    AS_OF_BODY_DOC,
-    MAX_SEQ,
-    AsOfArgsSchema,
-    AsOfField,
-    StrictSchema,
-    Text,
-)
+from service.web.fields import AS_OF_BODY_DOC, MAX_SEQ, AsOfField, StrictSchema, Text
+from service.web.schemas import AsOfArgsSchema
 from service.web.spec import OPENAPI
 
 MAX_ROWS = 2**63 - 1

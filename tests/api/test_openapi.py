@@ -14,8 +14,8 @@ from openapi_spec_validator import validate
 
 from service.domain.validation import PURPOSE_KEY_RE, SELECTORS, USER_ID_RE
 from service.runtime.extensions import api as smorest_api
+from service.web.fields import AS_OF_RE
 from service.web.problems import PROBLEM_MEDIA_TYPE
-from service.web.schemas import AS_OF_RE
 
 OPENAPI_YAML = Path(__file__).resolve().parents[2] / "openapi.yaml"
 

@@ -10,7 +10,7 @@ from werkzeug.routing import BaseConverter
 
 from service.domain.validation import PURPOSE_KEY_RE, USER_ID_RE
 from service.runtime.extensions import api
-from service.web.schemas import PURPOSE_KEY_EXAMPLE, USER_ID_EXAMPLE
+from service.web.fields import PURPOSE_KEY_EXAMPLE, USER_ID_EXAMPLE
 
 
 class PatternConverter(BaseConverter):

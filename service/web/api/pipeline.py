@@ -102,7 +102,7 @@ class Filter(MethodView):
         # Any number of IDs: the body is streamed, never held. (None would fall back to the
         # app-wide MAX_CONTENT_LENGTH, so the cap is lifted with a number no body reaches.)
         request.max_content_length = UNBOUNDED
-        seq = decisions.pinned(purpose, args["as_of"])
+        seq = decisions.seq_checked(purpose, args["as_of"])
         headers = {wire.AS_OF_HEADER: str(seq)}
         if request.mimetype == wire.ARROW_STREAM:
             reader = lookups.open_arrow(request.stream)
@@ -136,7 +136,7 @@ class Snapshot(MethodView):
     )
     def get(self, args: dict[str, Any], purpose: str) -> Response:
         """Stream a snapshot for offline joins."""
-        seq = decisions.pinned(purpose, args["as_of"])
+        seq = decisions.seq_checked(purpose, args["as_of"])
         body = snapshots.stream(purpose, seq, args["set"], args["format"])
         extension = args["format"]
         return Response(

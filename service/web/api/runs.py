@@ -10,6 +10,7 @@ from flask.views import MethodView
 from consent_client.wire import ARROW_STREAM, AS_OF_HEADER
 from consent_client.wire import TEXT_IDS as TEXT
 from service.ledger import runs
+from service.reads import lineage, run_streams
 from service.reads import runs as run_reads
 from service.web.api.access import current_actor, requires
 from service.web.api.parsing import Blueprint
@@ -38,7 +39,7 @@ MEMBER_TYPES = (TEXT, ARROW_STREAM)
 def _streamed(seq: int, body: Any, fmt: str, filename: str) -> Response:
     return Response(
         stream_with_context(body),
-        mimetype=run_reads.MEDIA_TYPES[fmt].split(";")[0],
+        mimetype=run_streams.MEDIA_TYPES[fmt].split(";")[0],
         headers={
             AS_OF_HEADER: str(seq),
             "Content-Disposition": f'attachment; filename="{filename}-{seq}.{fmt}"',
@@ -109,7 +110,7 @@ class RunViolations(MethodView):
     @blp.doc(responses={"200": stream_doc("{user_id, basis} (basis as of the run's as_of)")})
     def get(self, args: dict[str, Any], run_id: int) -> Response:
         """Stream the members that were not allowed as of the run's as_of."""
-        seq, body = run_reads.violations_stream(run_id, args["as_of"], args["format"])
+        seq, body = run_streams.violations_stream(run_id, args["as_of"], args["format"])
         return _streamed(seq, body, args["format"], f"run-{run_id}-violations")
 
 
@@ -129,7 +130,7 @@ class RunAffected(MethodView):
     )
     def get(self, args: dict[str, Any], run_id: int) -> Response:
         """Stream the members denied as of the head or a given seq."""
-        seq, body = run_reads.affected_stream(run_id, args["as_of"], args["format"])
+        seq, body = run_streams.affected_stream(run_id, args["as_of"], args["format"])
         return _streamed(seq, body, args["format"], f"run-{run_id}-affected")
 
 
@@ -153,7 +154,7 @@ class RunLineage(MethodView):
     @blp.response(200, LineageSchema)
     def get(self, run_id: int) -> Any:
         """The run as an OpenLineage RunEvent (COMPLETE) with a consentLedger input facet."""
-        return json_response(run_reads.lineage(run_id, request.url_root.rstrip("/")))
+        return json_response(lineage.lineage(run_id, request.url_root.rstrip("/")))
 
 
 @blp.route("/users/<user_id:user_id>/runs")

@@ -28,7 +28,7 @@ from werkzeug.wrappers import Response as BaseResponse
 from service.domain.errors import ConsentError
 from service.ledger import overrides, purposes, runs
 from service.ledger.transaction import Actor
-from service.reads import impact
+from service.reads import impact, run_streams
 from service.reads import runs as run_reads
 from service.web.console import sessions
 from service.web.console.forms import (
@@ -361,10 +361,10 @@ def run_page(run_id: int) -> Any:
 @staff("support")
 def run_affected(run_id: int, fmt: str) -> Response:
     """Download a run's affected members as of the head (the same stream as the API's)."""
-    seq, body = run_reads.affected_stream(run_id, None, fmt)
+    seq, body = run_streams.affected_stream(run_id, None, fmt)
     return Response(
         stream_with_context(body),
-        mimetype=run_reads.MEDIA_TYPES[fmt].split(";")[0],
+        mimetype=run_streams.MEDIA_TYPES[fmt].split(";")[0],
         headers={
             "Consent-As-Of": str(seq),
             "Content-Disposition": f'attachment; filename="run-{run_id}-affected-{seq}.{fmt}"',
