@@ -22,7 +22,8 @@ from service.runtime.extensions import db
 from service.runtime.models import Event
 
 # An as_of before the index's build is answered from it when at most this many users have
-# events since; beyond that the database answers everyone, as it would anyway.
+# events since; beyond that the database answers everyone, as it would anyway. It also bounds
+# how many such users a worker keeps, over all the seqs it remembers.
 EARLIER_USERS = 1_000_000
 EARLIER_KEPT = 64
 
@@ -75,8 +76,9 @@ def earlier(index: ConsentIndex, seq: int) -> Earlier | None:
     if seq >= index.built_seq:
         return None
     kept = index.earlier
-    if seq in kept:
-        return kept[seq]
+    with index.lock:
+        if seq in kept:
+            return kept[seq]
     with read_transaction(consistent=False):
         users = db.session.execute(
             sa.select(Event.user_id)
@@ -86,9 +88,13 @@ def earlier(index: ConsentIndex, seq: int) -> Earlier | None:
         ).scalars()
         found = frozenset(u for u in users if u is not None)
     result = Earlier(seq, found) if len(found) <= EARLIER_USERS else None
-    if len(kept) >= EARLIER_KEPT:
-        kept.pop(next(iter(kept)))
-    kept[seq] = result
+    with index.lock:
+        kept[seq] = result
+        # Bounded by the users held, not only by how many seqs: a few far-back seqs hold many.
+        while len(kept) > EARLIER_KEPT or sum(len(e.user_ids) for e in kept.values() if e) > (
+            EARLIER_USERS
+        ):
+            kept.pop(next(iter(kept)))
     return result
 
 
