@@ -387,6 +387,44 @@ def user_runs_latency(s: Session, p: RunsProfile, rng: np.random.Generator) -> N
             note=f"p50 {float(np.percentile(latencies, 50)) * 1000:.2f} ms",
         )
     )
+    list_runs_latency(s, p)
+
+
+def list_runs_latency(s: Session, p: RunsProfile) -> None:
+    """Time GET /v1/runs (newest first, counts as of the head) over every registered run."""
+    conn = clients.connect(s.server.port)
+    try:
+        for limit in (100, 1000):
+            latencies: list[float] = []
+            wrong = 0
+            listed = 0
+            for k in range(60):
+                began = time.perf_counter()
+                status, body = clients.request_json(
+                    conn, "GET", f"/v1/runs?limit={limit}", s.pipeline_token
+                )
+                elapsed = time.perf_counter() - began
+                runs = body.get("runs") if status == 200 else None
+                wrong += not isinstance(runs, list) or not runs or len(runs) > limit
+                listed = len(runs) if isinstance(runs, list) else 0
+                if k >= 10:  # the first ones fill both workers' counts caches
+                    latencies.append(elapsed)
+            s.result.check(f"runs: GET /v1/runs?limit={limit} listed a full page", wrong == 0,
+                           f"{wrong} wrong")  # fmt: skip
+            p99 = float(np.percentile(latencies, 99)) * 1000
+            s.add(
+                Figure(
+                    f"runs.list{limit}.p99",
+                    f"list runs, a page of {listed:,} with their counts, p99",
+                    p99,
+                    "ms",
+                    target="reported",
+                    note=f"p50 {float(np.percentile(latencies, 50)) * 1000:.2f} ms; "
+                    f"{p.small_runs + 1:,}+ runs registered",
+                )
+            )
+    finally:
+        conn.close()
 
 
 # ---------------------------------------------------------------- storage study ------------
