@@ -15,7 +15,7 @@ import numpy.typing as npt
 
 from service.domain.policy import Policy, Resolution, default_for
 
-BASES = ("unknown", "erased", "override", "choice", "default")
+BASES = ("unknown", "erased", "override", "choice", "default", "restriction", "not_offered")
 BASIS_CODE = {b: i for i, b in enumerate(BASES)}
 _GRANTED = 1
 INVALID = 0xFE  # a malformed ID: never allowed, never looked up (basis slot 127, grant bit 0)

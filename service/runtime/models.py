@@ -93,6 +93,10 @@ class Purpose(Base):
     description: Mapped[str] = mapped_column(sa.Text, nullable=False, default="")
     defaults: Mapped[dict[str, str]] = mapped_column(sa.JSON, nullable=False)
     unknown_subject: Mapped[str] = mapped_column(sa.String(16), nullable=False)
+    # selector -> consent | legitimate_interest | not_offered; empty: consent everywhere.
+    legal_bases: Mapped[dict[str, str]] = mapped_column(
+        sa.JSON, nullable=False, default=dict, server_default="{}"
+    )
     version: Mapped[int] = mapped_column(sa.Integer, nullable=False)
     created_seq: Mapped[int] = mapped_column(sa.BigInteger, nullable=False)
     updated_seq: Mapped[int] = mapped_column(sa.BigInteger, nullable=False)
@@ -132,6 +136,60 @@ class Choice(Base):
     version: Mapped[int] = mapped_column(sa.Integer, nullable=False)
     updated_seq: Mapped[int] = mapped_column(sa.BigInteger, nullable=False)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    # The version of the purpose's notice the user was shown when they chose, if said.
+    notice_version: Mapped[str | None] = mapped_column(sa.String(32), nullable=True)
+
+
+class Restriction(Base):
+    """An order denying purposes for the subjects of some jurisdictions, optionally only for
+    content inside a time window; the row stays when it is lifted."""
+
+    __tablename__ = "restrictions"
+    __table_args__ = (
+        sa.CheckConstraint(
+            "time_basis IS NULL OR time_basis IN ('processed', 'created')", name="time_basis"
+        ),
+        sa.CheckConstraint(
+            "(window_from IS NULL) = (window_to IS NULL) AND "
+            "(window_from IS NULL) = (time_basis IS NULL)",
+            name="window_complete",
+        ),
+        sa.Index("ix_restrictions_placed_seq", "placed_seq"),
+    )
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    authority: Mapped[str] = mapped_column(sa.String(200), nullable=False)
+    instrument: Mapped[str] = mapped_column(sa.String(200), nullable=False)
+    purposes: Mapped[list[str]] = mapped_column(sa.JSON, nullable=False)
+    jurisdictions: Mapped[list[str]] = mapped_column(sa.JSON, nullable=False)
+    window_from: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    window_to: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    time_basis: Mapped[str | None] = mapped_column(sa.String(16), nullable=True)
+    reason: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    ticket: Mapped[str] = mapped_column(sa.String(100), nullable=False)
+    placed_by: Mapped[str] = mapped_column(sa.String(100), nullable=False)
+    placed_seq: Mapped[int] = mapped_column(sa.BigInteger, nullable=False)
+    placed_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    lifted_seq: Mapped[int | None] = mapped_column(sa.BigInteger, nullable=True)
+    lifted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    lifted_by: Mapped[str | None] = mapped_column(sa.String(100), nullable=True)
+    lift_reason: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+
+
+class Notice(Base):
+    """One published version of a purpose's notice (what users are shown); never changed."""
+
+    __tablename__ = "notices"
+
+    purpose: Mapped[str] = mapped_column(
+        sa.String(48), sa.ForeignKey("purposes.key"), primary_key=True
+    )
+    version: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    text: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    url: Mapped[str | None] = mapped_column(sa.String(2000), nullable=True)
+    published_seq: Mapped[int] = mapped_column(sa.BigInteger, nullable=False)
+    published_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    published_by: Mapped[str] = mapped_column(sa.String(100), nullable=False)
 
 
 class Override(Base):

@@ -29,6 +29,12 @@ from service.domain.events.purposes import (
     PurposeCreated,
     PurposeUpdated,
 )
+from service.domain.events.restrictions import (
+    NoticePublished,
+    RestrictionEvent,
+    RestrictionLifted,
+    RestrictionPlaced,
+)
 from service.domain.events.runs import RunEvent, RunMembersRecorded, RunRegistered, RunRemediated
 
 EVENT_TYPES: Mapping[Kind, type[LedgerEvent]] = {
@@ -49,9 +55,13 @@ EVENT_TYPES: Mapping[Kind, type[LedgerEvent]] = {
         RunRegistered,
         RunMembersRecorded,
         RunRemediated,
+        RestrictionPlaced,
+        RestrictionLifted,
+        NoticePublished,
     )
 }
 POLICY_KINDS: tuple[Kind, ...] = (Kind.PURPOSE_CREATED, Kind.POLICY_CHANGED)
+RESTRICTION_KINDS: tuple[Kind, ...] = (Kind.RESTRICTION_PLACED, Kind.RESTRICTION_LIFTED)
 KEY_KINDS: frozenset[Kind] = frozenset({Kind.KEY_CREATED, Kind.KEY_REVOKED})
 JURISDICTION_KINDS: tuple[Kind, ...] = (Kind.SUBJECT_REGISTERED, Kind.JURISDICTION_CHANGED)
 
@@ -82,6 +92,7 @@ __all__ = [
     "KeyRevoked",
     "Kind",
     "LedgerEvent",
+    "NoticePublished",
     "OverrideExpired",
     "OverrideLifted",
     "OverridePlaced",
@@ -91,6 +102,10 @@ __all__ = [
     "PurposeChange",
     "PurposeCreated",
     "PurposeUpdated",
+    "RESTRICTION_KINDS",
+    "RestrictionEvent",
+    "RestrictionLifted",
+    "RestrictionPlaced",
     "RunEvent",
     "RunMembersRecorded",
     "RunRegistered",

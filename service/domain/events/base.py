@@ -28,6 +28,9 @@ class Kind(StrEnum):
     RUN_REGISTERED = "run_registered"
     RUN_MEMBERS_RECORDED = "run_members_recorded"
     RUN_REMEDIATED = "run_remediated"
+    RESTRICTION_PLACED = "restriction_placed"
+    RESTRICTION_LIFTED = "restriction_lifted"
+    NOTICE_PUBLISHED = "notice_published"
 
 
 class EventRow(Protocol):

@@ -78,15 +78,19 @@ class ChoiceSet(LedgerEvent):
     previous: str | None
     source: str
     version: int
+    notice_version: str | None = None
 
     def to_data(self) -> JsonData:
-        """{"state", "previous", "source", "version"}."""
-        return {
+        """{"state", "previous", "source", "version", "notice_version"?}."""
+        data: JsonData = {
             "state": self.state,
             "previous": self.previous,
             "source": self.source,
             "version": self.version,
         }
+        if self.notice_version is not None:
+            data["notice_version"] = self.notice_version
+        return data
 
     @classmethod
     def from_data(cls, user_id: str | None, purpose: str | None, data: JsonData) -> LedgerEvent:
@@ -98,6 +102,7 @@ class ChoiceSet(LedgerEvent):
             previous=text(data, "previous"),
             source=str(data.get("source", "")),
             version=int(data.get("version", 0)),
+            notice_version=text(data, "notice_version"),
         )
 
 

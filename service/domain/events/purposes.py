@@ -17,11 +17,20 @@ class PolicyEvent(LedgerEvent):
     purpose: str
     defaults: Mapping[str, str]
     unknown_subject: str
+    legal_bases: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def policy(self) -> Policy:
-        """The default policy in force from this event on."""
-        return Policy.of(self.defaults, self.unknown_subject)
+        """The default policy (and legal bases) in force from this event on."""
+        return Policy.of(self.defaults, self.unknown_subject, self.legal_bases)
+
+    def policy_data(self) -> JsonData:
+        """The policy's part of the payload; `legal_bases` only when set, so payloads written
+        before legal bases existed read back unchanged."""
+        data: JsonData = {"defaults": dict(self.defaults), "unknown_subject": self.unknown_subject}
+        if self.legal_bases:
+            data["legal_bases"] = dict(self.legal_bases)
+        return data
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -32,12 +41,8 @@ class PurposeCreated(PolicyEvent):
     title: str
 
     def to_data(self) -> JsonData:
-        """{"title", "defaults", "unknown_subject"}."""
-        return {
-            "title": self.title,
-            "defaults": dict(self.defaults),
-            "unknown_subject": self.unknown_subject,
-        }
+        """{"title", "defaults", "unknown_subject", "legal_bases"?}."""
+        return {"title": self.title, **self.policy_data()}
 
     @classmethod
     def from_data(cls, user_id: str | None, purpose: str | None, data: JsonData) -> LedgerEvent:
@@ -47,6 +52,7 @@ class PurposeCreated(PolicyEvent):
             title=str(data.get("title", "")),
             defaults=dict(data["defaults"]),
             unknown_subject=str(data["unknown_subject"]),
+            legal_bases=dict(data.get("legal_bases") or {}),
         )
 
 
@@ -58,13 +64,8 @@ class PurposeChange(PolicyEvent):
     after: JsonData = field(default_factory=dict)
 
     def to_data(self) -> JsonData:
-        """{"before", "after", "defaults", "unknown_subject"}."""
-        return {
-            "before": dict(self.before),
-            "after": dict(self.after),
-            "defaults": dict(self.defaults),
-            "unknown_subject": self.unknown_subject,
-        }
+        """{"before", "after", "defaults", "unknown_subject", "legal_bases"?}."""
+        return {"before": dict(self.before), "after": dict(self.after), **self.policy_data()}
 
     @classmethod
     def from_data(cls, user_id: str | None, purpose: str | None, data: JsonData) -> LedgerEvent:
@@ -75,6 +76,7 @@ class PurposeChange(PolicyEvent):
             after=dict(data.get("after") or {}),
             defaults=dict(data["defaults"]),
             unknown_subject=str(data["unknown_subject"]),
+            legal_bases=dict(data.get("legal_bases") or {}),
         )
 
 
