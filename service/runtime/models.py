@@ -102,6 +102,11 @@ class Purpose(Base):
     updated_seq: Mapped[int] = mapped_column(sa.BigInteger, nullable=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    # Global Privacy Control: a Sec-GPC: 1 request records `denied` (source gpc) for a user
+    # without a choice of their own.
+    honours_gpc: Mapped[bool] = mapped_column(
+        sa.Boolean, nullable=False, default=False, server_default=sa.false()
+    )
 
 
 class Subject(Base):
@@ -325,3 +330,33 @@ class RunRemediation(Base):
     recorded_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     recorded_seq: Mapped[int] = mapped_column(sa.BigInteger, nullable=False)
     recorded_by: Mapped[str] = mapped_column(sa.String(100), nullable=False)
+
+
+class SigningKey(Base):
+    """An Ed25519 key the ledger signs records and snapshot digests with.
+
+    The newest unretired key signs; every key not yet expired stays published for checking.
+    The private key is kept only while the key may still sign.
+    """
+
+    __tablename__ = "signing_keys"
+    __table_args__ = (sa.Index("ix_signing_keys_created_at", "created_at"),)
+
+    kid: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    algorithm: Mapped[str] = mapped_column(sa.String(16), nullable=False)
+    public_jwk: Mapped[dict[str, Any]] = mapped_column(sa.JSON, nullable=False)
+    private_key: Mapped[bytes | None] = mapped_column(sa.LargeBinary, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class UsedToken(Base):
+    """A user token's `jti` already exchanged on /me: refused if seen again before it expires."""
+
+    __tablename__ = "used_tokens"
+    __table_args__ = (sa.Index("ix_used_tokens_expires_at", "expires_at"),)
+
+    jti: Mapped[str] = mapped_column(sa.String(255), primary_key=True)
+    user_id: Mapped[str] = mapped_column(sa.String(64), nullable=False)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
