@@ -12,6 +12,7 @@ from consent_client.client import (
     SnapshotResult,
 )
 from consent_client.datasets import DatasetError, FilterSummary, filter_file
+from consent_client.times import ContentTimeError
 
 __all__ = [
     "AffectedStream",
@@ -19,6 +20,7 @@ __all__ = [
     "ConsentClientError",
     "ConsentRefused",
     "ConsentUnavailable",
+    "ContentTimeError",
     "DatasetError",
     "FilterStream",
     "FilterSummary",
