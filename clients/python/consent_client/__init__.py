@@ -11,7 +11,7 @@ from consent_client.client import (
     RetryPolicy,
     SnapshotResult,
 )
-from consent_client.datasets import DatasetError, FilterSummary, filter_file
+from consent_client.datasets import DatasetError, FilterSummary, TimeColumn, filter_file
 from consent_client.times import ContentTimeError
 
 __all__ = [
@@ -27,5 +27,6 @@ __all__ = [
     "LookupResult",
     "RetryPolicy",
     "SnapshotResult",
+    "TimeColumn",
     "filter_file",
 ]

@@ -33,7 +33,7 @@ HASH_BLOCK = 1 << 22
 
 class DatasetError(Exception):
     """The input cannot be filtered as asked (unreadable, unknown format, no such column, a
-    time that is none)."""
+    bad content time)."""
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from datetime import UTC, date, datetime
 from typing import Any, TypeAlias
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -188,15 +189,19 @@ def _parsed(text: pa.Array, assume_utc: bool) -> pa.Array:
     # it was bad: so the error is always the first bad time's.
     first_bad = pc.index(pc.invert(well_formed), True).as_py()
     checked = text if first_bad < 0 else text.slice(0, first_bad)
-    normal = pc.replace_substring_regex(
-        pc.utf8_upper(checked), pattern=_BEYOND_MICROSECONDS, replacement=r"\1"
-    )
+    normal = pc.ascii_upper(checked)  # what matched the pattern is ASCII
     try:
         times = normal.cast(TIME_TYPE)
-    except pa.ArrowInvalid:
-        for index in range(len(checked)):
-            _explain(checked, index, assume_utc)
-        raise  # every row parsed alone: Arrow disagrees with Python, which is no input's fault
+    except pa.ArrowInvalid:  # more than microseconds, or a date or time that does not exist
+        try:
+            cut = pc.replace_substring_regex(
+                normal, pattern=_BEYOND_MICROSECONDS, replacement=r"\1"
+            )
+            times = cut.cast(TIME_TYPE)
+        except pa.ArrowInvalid:
+            for index in range(len(checked)):
+                _explain(checked, index, assume_utc)
+            raise  # each row parsed alone: Arrow disagrees with Python, no input's fault
     _in_range(times.view(pa.int64()), _EARLIEST, _LATEST, checked)
     if first_bad >= 0:
         _explain(text, first_bad, assume_utc)
@@ -228,10 +233,18 @@ def _in_range(numbers: pa.Array, earliest: int, latest: int, shown: pa.Array) ->
 
 
 def rfc3339_texts(times: pa.Array) -> list[str | None]:
-    """A TIME_TYPE array as RFC 3339 strings in UTC (None for no time), as text bodies send them."""
-    # Formatted without a time zone (the numbers are UTC already): no time zone database needed.
-    text = pc.strftime(times.view(pa.timestamp("us")), format="%Y-%m-%dT%H:%M:%SZ")
-    texts: list[str | None] = pc.replace_substring(text, ".000000Z", "Z").to_pylist()
+    """A TIME_TYPE array as RFC 3339 strings in UTC (None for no time), as text bodies send them.
+
+    Whole seconds when every time is one, else microseconds on each.
+    """
+    # numpy renders a million in a fraction of the time Arrow's strftime takes.
+    micros = pc.fill_null(times.view(pa.int64()), 0).to_numpy()
+    unit = "us" if (micros % 1_000_000).any() else "s"
+    rendered = np.datetime_as_string(micros.view("datetime64[us]"), unit=unit, timezone="UTC")
+    texts: list[str | None] = rendered.tolist()
+    if times.null_count:
+        for index in np.flatnonzero(times.is_null().to_numpy(zero_copy_only=False)):
+            texts[index] = None
     return texts
 
 
