@@ -11,9 +11,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from datetime import UTC, date, datetime
-from typing import Any, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -238,9 +239,10 @@ def rfc3339_texts(times: pa.Array) -> list[str | None]:
     Whole seconds when every time is one, else microseconds on each.
     """
     # numpy renders a million in a fraction of the time Arrow's strftime takes.
-    micros = pc.fill_null(times.view(pa.int64()), 0).to_numpy()
-    unit = "us" if (micros % 1_000_000).any() else "s"
-    rendered = np.datetime_as_string(micros.view("datetime64[us]"), unit=unit, timezone="UTC")
+    micros: npt.NDArray[np.int64] = pc.fill_null(times.view(pa.int64()), 0).to_numpy()
+    unit: Literal["s", "us"] = "us" if (micros % 1_000_000).any() else "s"
+    instants: npt.NDArray[np.datetime64] = micros.view("datetime64[us]")
+    rendered = np.datetime_as_string(instants, unit=unit, timezone="UTC")
     texts: list[str | None] = rendered.tolist()
     if times.null_count:
         for index in np.flatnonzero(times.is_null().to_numpy(zero_copy_only=False)):
