@@ -11,7 +11,8 @@ from consent_client.client import (
     RetryPolicy,
     SnapshotResult,
 )
-from consent_client.datasets import DatasetError, FilterSummary, filter_file
+from consent_client.datasets import DatasetError, FilterSummary, TimeColumn, filter_file
+from consent_client.times import ContentTimeError
 
 __all__ = [
     "AffectedStream",
@@ -19,11 +20,13 @@ __all__ = [
     "ConsentClientError",
     "ConsentRefused",
     "ConsentUnavailable",
+    "ContentTimeError",
     "DatasetError",
     "FilterStream",
     "FilterSummary",
     "LookupResult",
     "RetryPolicy",
     "SnapshotResult",
+    "TimeColumn",
     "filter_file",
 ]

@@ -17,17 +17,20 @@ from consent_client.datasets import (
     DatasetError,
     RunError,
     RunRequest,
+    TimeColumn,
     count_rows,
     filter_file,
     format_of,
 )
+from consent_client.times import ContentTimeError
 from consent_client.wire import RUN_NAME_PATTERN, SNAPSHOT_SETS
 
 T = TypeVar("T")
 
 # Exit codes of `filter` and `snapshot` (documented in the README).
 EXIT_USAGE = 2  # a missing option (click's own code), or no key in the --key-env variable
-EXIT_INPUT = 3  # the input cannot be read as asked: unreadable, unknown format, no such column
+EXIT_INPUT = 3  # the input cannot be read as asked: unreadable, unknown format, no such column,
+# or a time (with --time-column) that is none
 EXIT_REFUSED = 4  # the service refused: bad key, wrong role, unknown purpose, bad as_of
 EXIT_UNAVAILABLE = 5  # the service could not answer after every retry; nothing was written
 EXIT_RUN = 6  # filtered and written, but the --run was not registered or its members recorded
@@ -74,7 +77,7 @@ def _run(action: Callable[[], T]) -> T:
         return action()
     except RunError as exc:  # before ConsentRefused/Unavailable: the output was written
         _exit(EXIT_RUN, f"{exc}; the output and its manifest were written, without the run")
-    except DatasetError as exc:
+    except (DatasetError, ContentTimeError) as exc:
         _exit(EXIT_INPUT, str(exc))
     except ConsentRefused as exc:
         _exit(EXIT_REFUSED, f"the service refused: {exc}")
@@ -97,6 +100,20 @@ def _run(action: Callable[[], T]) -> T:
     "its members.",
 )
 @click.option("--model", default=None, help="The model the run trains (with --run).")
+@click.option(
+    "--time-column",
+    default=None,
+    help="The column (field) holding each row's content time, sent with its ID: a timestamp "
+    "with a time zone, or RFC 3339 text with an offset (2024-06-01T00:00:00Z). A row whose "
+    "time is empty or null is sent without one, and a windowed restriction denies it (fail "
+    "closed).",
+)
+@click.option(
+    "--assume-utc",
+    is_flag=True,
+    help="With --time-column: read times without a zone (a timestamp column without a time "
+    "zone, text without an offset) as UTC; without this flag they are refused (exit 3).",
+)
 @click.argument("src", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("dst", type=click.Path(dir_okay=False, path_type=Path))
 def filter_command(
@@ -108,6 +125,8 @@ def filter_command(
     batch_rows: int,
     run_name: str | None,
     model: str | None,
+    time_column: str | None,
+    assume_utc: bool,
     src: Path,
     dst: Path,
 ) -> None:
@@ -117,16 +136,22 @@ def filter_command(
     With --run NAME, then registers the run NAME at that as_of with the input's URI, digest
     and row counts, records the distinct kept IDs as its members, and adds run {id, name,
     model} to the manifest.
-    Exit codes: 0 done; 2 usage; 3 input unreadable or column missing; 4 refused by the
-    service; 5 service unavailable after retries (on these nothing is written); 6 the output
-    and manifest were written but the run was not registered or its members not recorded
-    (the manifest claims no run).
+    With --time-column COL, each row is decided at its content's time (windowed
+    restrictions); the manifest records COL and how many rows went without a time.
+    Exit codes: 0 done; 2 usage; 3 input unreadable, column missing, or a bad time (the
+    message names its row; rows count from 1, a CSV header not counted; JSON Lines name the
+    line); 4 refused by the service; 5 service unavailable after retries (on these nothing is
+    written); 6 the output and manifest were written but the run was not registered or its
+    members not recorded (the manifest claims no run).
     """
     if model is not None and run_name is None:
         _exit(EXIT_USAGE, "--model names the model of a --run; give --run too")
+    if assume_utc and time_column is None:
+        _exit(EXIT_USAGE, "--assume-utc reads the times of a --time-column; give one")
     if run_name is not None and not re.fullmatch(RUN_NAME_PATTERN, run_name):
         _exit(EXIT_USAGE, f"--run {run_name!r}: a run name is 1-128 of A-Z a-z 0-9 . _ : -")
     wanted = RunRequest(run_name, model) if run_name is not None else None
+    times = TimeColumn(time_column, assume_utc) if time_column is not None else None
     with _client(url, key_env) as client:
 
         def run() -> Any:
@@ -144,6 +169,7 @@ def filter_command(
                     progress=bar,
                     batch_rows=batch_rows,
                     run=wanted,
+                    times=times,
                 )
 
         summary = _run(run)

@@ -11,6 +11,10 @@ shorter answer.
     client = ConsentClient("http://127.0.0.1:8000", os.environ["CONSENT_API_KEY"])
     result = client.lookup("model_training", ["1001", "1002"])
     kept = list(client.filter("model_training", ids))    # any number of IDs, as of one seq
+    # with each content's time (aware datetimes or RFC 3339 strings; None: no time, which a
+    # windowed restriction denies): a row's answer depends on when its content was processed
+    kept = list(client.filter("model_training", ids, content_times=times))
+    client.decision("model_training", "1001", content_time="2024-07-01T00:00:00Z")
 
     run = client.register_run("llm-2026-12-01", "model_training", as_of=result.as_of)
     client.record_members(run["id"], kept)               # once; the run's members
@@ -25,11 +29,15 @@ import io
 import json
 import os
 import random
+import re
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from dataclasses import dataclass, field
+from datetime import datetime
+from itertools import zip_longest
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import httpx
 import pyarrow as pa
@@ -37,16 +45,29 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
+from consent_client.times import (
+    TIME_TYPE,
+    ContentTimeError,
+    ContentTimes,
+    misaligned,
+    rfc3339,
+    rfc3339_texts,
+    time_array,
+)
 from consent_client.wire import (
     ALLOWED_COLUMN,
     ARROW_STREAM,
     AS_OF_HEADER,
+    CONTENT_TIME_COLUMN,
+    CONTENT_TIME_PARAM,
+    CONTENT_TIMES_FIELD,
     MAX_BATCH,
     MEMBER_COLUMN,
     NUMERIC_ID_PATTERN,
     NUMERIC_LIMIT,
     SNAPSHOT_SETS,
     TEXT_IDS,
+    TIME_SEPARATOR,
 )
 
 T = TypeVar("T")
@@ -246,43 +267,105 @@ class ConsentClient:
         """The ledger's head seq now."""
         return int(self._json("GET", "/v1/changes", params={"limit": 1})["head"])
 
+    def decision(
+        self,
+        purpose: str,
+        user_id: str | int,
+        *,
+        as_of: int | str | None = None,
+        content_time: datetime | str | None = None,
+    ) -> dict[str, Any]:
+        """One decision as the service gives it: {user_id, purpose, allowed, state, basis,
+        legal_basis, as_of, ...}, with `restriction_id` when a restriction decided it.
+
+        `content_time` (an aware datetime, or an RFC 3339 string with an offset or Z) is when the
+        content was made or processed; a windowed restriction denies an answer without one. A
+        time without an offset raises ContentTimeError before anything is sent.
+        """
+        params = self._as_of_params(as_of)
+        if content_time is not None:
+            params[CONTENT_TIME_PARAM] = rfc3339(content_time)
+        path = f"/v1/lookup/{purpose}/{quote(str(user_id), safe='')}"
+        return self._json("GET", path, params=params)
+
     def lookup(
-        self, purpose: str, ids: Iterable[str | int], as_of: int | str | None = None
+        self,
+        purpose: str,
+        ids: Iterable[str | int],
+        as_of: int | str | None = None,
+        *,
+        content_time: datetime | str | None = None,
+        content_times: ContentTimes | None = None,
     ) -> LookupResult:
         """Decide any number of IDs, 10,000 a request, all as of one seq.
 
-        Without `as_of`, the first batch's answer fixes it for the rest.
+        Without `as_of`, the first batch's answer fixes it for the rest. With `content_times`
+        (one per ID, aligned: aware datetimes, RFC 3339 strings with offsets, or None for no
+        time; or an Arrow array of timestamps with a time zone or of strings), or one
+        `content_time` for every ID, each ID is decided at its content's time: an ID asked at
+        several times is allowed only if it is allowed at every one of them, and a windowed
+        restriction denies an ID without a time. Every time is checked, and their count against
+        the IDs', before anything is sent (ContentTimeError).
         """
-        allowed: list[str] = []
-        denied: list[str] = []
+        asked = [str(i) for i in ids]
+        texts: list[str | None] | None = None
+        if content_time is not None and content_times is not None:
+            raise ContentTimeError("give content_time (for every ID) or content_times, not both")
+        if content_time is not None:
+            texts = [rfc3339(content_time)] * len(asked)
+        elif content_times is not None:
+            times = time_array(content_times)
+            if len(times) != len(asked):
+                raise misaligned(len(asked), len(times))
+            texts = rfc3339_texts(times)
+        said_allowed: set[str] = set()
+        said_denied: set[str] = set()
         pinned = as_of
-        for batch in _batches(list(dict.fromkeys(str(i) for i in ids)), MAX_BATCH):
-            body: dict[str, Any] = {"user_ids": batch}
+        for batch in _lookup_batches(asked, texts):
+            body: dict[str, Any] = {"user_ids": [user_id for user_id, _ in batch]}
+            if texts is not None:
+                body[CONTENT_TIMES_FIELD] = [time for _, time in batch]
             if pinned is not None:
                 body["as_of"] = pinned
             doc = self._json("POST", f"/v1/lookup/{purpose}", json=body)
             pinned = doc["as_of"]
-            allowed += doc["allowed"]
-            denied += doc["denied"]
+            said_allowed.update(doc["allowed"])
+            said_denied.update(doc["denied"])
         if pinned is None:  # no IDs at all: still say as of when
             pinned = self.head()
-        return LookupResult(purpose, int(pinned), allowed, denied)
+        # Fail closed: allowed only if the service said so, and never said otherwise.
+        distinct = list(dict.fromkeys(asked))
+        allowed = [i for i in distinct if i in said_allowed and i not in said_denied]
+        kept = set(allowed)
+        return LookupResult(purpose, int(pinned), allowed, [i for i in distinct if i not in kept])
 
     def filter(
-        self, purpose: str, ids: Iterable[str | int], as_of: int | str | None = None
+        self,
+        purpose: str,
+        ids: Iterable[str | int],
+        as_of: int | str | None = None,
+        *,
+        content_times: ContentTimes | None = None,
     ) -> FilterStream:
         """Stream any number of IDs through /v1/filter; iterate for the allowed ones in order.
 
         IDs go `filter_chunk` at a time; each chunk is one request, retried alone, all pinned to
         the first chunk's `as_of` (or the one given). A chunk's answer is read whole before
         any of it is yielded, so a cut answer never yields part of a chunk.
+
+        With `content_times` (one per ID, aligned: aware datetimes, RFC 3339 strings with
+        offsets, or None for no time, which a windowed restriction denies), each line carries
+        its content's time. Times given as a sequence or an Arrow array are all checked here,
+        and their count against the IDs' when the IDs are sized too, before anything is sent;
+        times from an iterator are checked chunk by chunk, each before it is sent. Either way a
+        bad time raises ContentTimeError, with its position.
         """
         stream = FilterStream(None if as_of is None else int(as_of), iter(()))
+        chunks = _aligned_chunks(ids, content_times, self.filter_chunk)
 
         def allowed_ids() -> Iterator[str]:
-            for chunk in _batches_of(ids, self.filter_chunk):
-                body = "".join(f"{i}\n" for i in chunk).encode()
-                kept, seq = self._filter_chunk(purpose, body, stream.as_of)
+            for chunk, times in chunks:
+                kept, seq = self._filter_chunk(purpose, _text_body(chunk, times), stream.as_of)
                 stream.as_of = seq
                 yield from kept
 
@@ -297,18 +380,31 @@ class ConsentClient:
         return self._attempts(f"filter of {purpose}", attempt)
 
     def filter_arrow(
-        self, purpose: str, ids: pa.Array | pa.ChunkedArray, as_of: int | str | None = None
+        self,
+        purpose: str,
+        ids: pa.Array | pa.ChunkedArray,
+        as_of: int | str | None = None,
+        *,
+        content_times: ContentTimes | None = None,
     ) -> tuple[pa.BooleanArray, int]:
         """A boolean mask aligned with `ids` (int64 or string) and the seq it is as of.
 
-        Sent over the Arrow IPC path in chunks of `filter_chunk`, each retried alone.
+        Sent over the Arrow IPC path in chunks of `filter_chunk`, each retried alone. With
+        `content_times` aligned with `ids` (an Arrow array of timestamps with a time zone or of
+        RFC 3339 strings, or a sequence of aware datetimes, strings and None; null: no time,
+        which a windowed restriction denies), each request batch carries them as its
+        `content_time` column; every time is checked before anything is sent.
         """
         column = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
+        times = None if content_times is None else time_array(content_times)
+        if times is not None and len(times) != len(column):
+            raise misaligned(len(column), len(times))
         pinned = None if as_of is None else int(as_of)
         masks: list[pa.Array] = []
         for start in range(0, len(column), self.filter_chunk):
             part = column.slice(start, self.filter_chunk)
-            mask, pinned = self._filter_arrow_chunk(purpose, part, pinned)
+            when = None if times is None else times.slice(start, self.filter_chunk)
+            mask, pinned = self._filter_arrow_chunk(purpose, part, when, pinned)
             masks.append(mask)
         if pinned is None:
             pinned = self.head()
@@ -316,12 +412,16 @@ class ConsentClient:
         return combined, pinned
 
     def _filter_arrow_chunk(
-        self, purpose: str, column: pa.Array, as_of: int | None
+        self, purpose: str, column: pa.Array, times: pa.Array | None, as_of: int | None
     ) -> tuple[pa.Array, int]:
+        fields, columns = [pa.field("user_id", column.type)], [column]
+        if times is not None:  # beside the IDs, so an older service's refusal is a clear 422
+            fields.append(pa.field(CONTENT_TIME_COLUMN, TIME_TYPE))
+            columns.append(times)
+        schema = pa.schema(fields)
         sink = pa.BufferOutputStream()
-        schema = pa.schema([pa.field("user_id", column.type)])
         with pa.ipc.new_stream(sink, schema) as writer:
-            writer.write_batch(pa.record_batch([column], schema=schema))
+            writer.write_batch(pa.record_batch(columns, schema=schema))
         body = sink.getvalue().to_pybytes()
 
         def attempt() -> tuple[pa.Array, int]:
@@ -671,6 +771,97 @@ def _batches_of(items: Iterable[T], size: int) -> Iterator[list[T]]:
             batch = []
     if batch:
         yield batch
+
+
+def _lookup_batches(
+    ids: list[str], times: list[str | None] | None
+) -> Iterator[Sequence[tuple[str, str | None]]]:
+    """(ID, time) pairs for batch lookups, at most MAX_BATCH a request, each distinct pair once.
+
+    An ID asked at several times goes in several rounds, never twice in one request, so each
+    answer is about one (ID, time) and the service's allowed and denied lists are unambiguous.
+    """
+    pairs = dict.fromkeys(zip(ids, times if times is not None else [None] * len(ids), strict=True))
+    rounds: list[list[tuple[str, str | None]]] = []
+    seen: dict[str, int] = {}
+    for pair in pairs:
+        repeat = seen.get(pair[0], 0)
+        seen[pair[0]] = repeat + 1
+        if repeat == len(rounds):
+            rounds.append([])
+        rounds[repeat].append(pair)
+    for pairs_of_round in rounds:
+        yield from _batches(pairs_of_round, MAX_BATCH)
+
+
+# Characters that would break a text filter line apart; no user ID has them.
+_LINE_BREAKING = re.compile(r"[\t\r\n]")
+
+
+def _text_body(ids: list[str], times: pa.Array | None) -> bytes:
+    """A text filter body: one line per ID, `id<TAB>time` where it has a time.
+
+    An "ID" that would break its line (no real ID can) is sent as a blank line, which is never
+    allowed, rather than as lines that might be.
+    """
+    if _LINE_BREAKING.search("".join(ids)):
+        ids = ["" if _LINE_BREAKING.search(i) else i for i in ids]
+    if times is None:
+        return "".join(f"{i}\n" for i in ids).encode()
+    lines = (
+        f"{i}\n" if t is None or not i else f"{i}{TIME_SEPARATOR}{t}\n"
+        for i, t in zip(ids, rfc3339_texts(times), strict=True)
+    )
+    return "".join(lines).encode()
+
+
+def _aligned_chunks(
+    ids: Iterable[str | int], content_times: ContentTimes | None, size: int
+) -> Iterator[tuple[list[str], pa.Array | None]]:
+    """IDs as text in chunks of `size`, each with its TIME_TYPE times (None: no times sent).
+
+    Times in a sequence or an Arrow array are checked whole (and counted against sized IDs)
+    before the first chunk is made, that is at once, since this checks before it yields.
+    """
+    if content_times is None:
+        return ((list(map(str, chunk)), None) for chunk in _batches_of(ids, size))
+    if isinstance(content_times, pa.Array | pa.ChunkedArray | Sequence):
+        whole = time_array(content_times)
+        if isinstance(ids, Sized) and len(ids) != len(whole):
+            raise misaligned(len(ids), len(whole))
+        return _sliced_chunks(ids, whole, size)
+    return _zipped_chunks(ids, content_times, size)
+
+
+def _sliced_chunks(
+    ids: Iterable[str | int], times: pa.Array, size: int
+) -> Iterator[tuple[list[str], pa.Array]]:
+    start = 0
+    for chunk in _batches_of(ids, size):
+        if start + len(chunk) > len(times):
+            raise misaligned(start + len(chunk), len(times))
+        yield list(map(str, chunk)), times.slice(start, len(chunk))
+        start += len(chunk)
+    if start != len(times):
+        raise misaligned(start, len(times))
+
+
+def _zipped_chunks(
+    ids: Iterable[str | int], times: Iterable[Any], size: int
+) -> Iterator[tuple[list[str], pa.Array]]:
+    missing = object()
+    start = 0
+    for chunk in _batches_of(zip_longest(ids, times, fillvalue=missing), size):
+        if any(i is missing or t is missing for i, t in chunk):
+            ids_seen = start + sum(i is not missing for i, _ in chunk)
+            times_seen = start + sum(t is not missing for _, t in chunk)
+            raise misaligned(ids_seen, times_seen)
+        try:
+            when = time_array([t for _, t in chunk])
+        except ContentTimeError as exc:
+            raise exc.shifted(start) from None
+        yield [str(i) for i, _ in chunk], when
+        start += len(chunk)
 
 
 def _format_of(path: Path) -> str:

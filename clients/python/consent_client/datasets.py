@@ -1,7 +1,8 @@
 """Filter dataset files (CSV, JSON Lines, Parquet) by their user-ID column through the service.
 
 Streamed in batches with bounded memory; a manifest beside the output proves what was done,
-and with a run named, the service records the run: its dataset and the distinct kept IDs.
+and with a run named, the service records the run: its dataset and the distinct kept IDs. With a
+time column, each row is decided at its content's time (windowed restrictions).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +25,7 @@ import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
 from consent_client.client import ConsentClient, ConsentClientError
+from consent_client.times import ContentTimeError, time_array
 
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
 BATCH_ROWS = 1_000_000
@@ -31,7 +33,8 @@ HASH_BLOCK = 1 << 22
 
 
 class DatasetError(Exception):
-    """The input cannot be filtered as asked (unreadable, unknown format, no such column)."""
+    """The input cannot be filtered as asked (unreadable, unknown format, no such column, a
+    bad content time)."""
 
 
 @dataclass(frozen=True)
@@ -64,11 +67,13 @@ class FilterSummary:
     seconds: float
     manifest: Path
     run: dict[str, Any] | None = None
+    untimed: int | None = None  # with a time column: rows sent without a time
 
     def line(self) -> str:
         """The one-line summary printed at the end."""
+        untimed = "" if self.untimed is None else f" ({self.untimed:,} without a time)"
         line = (
-            f"rows in {self.rows_in:,}, kept {self.kept:,}, dropped {self.dropped:,}, "
+            f"rows in {self.rows_in:,}{untimed}, kept {self.kept:,}, dropped {self.dropped:,}, "
             f"as_of {self.as_of}, {self.seconds:.1f} s"
         )
         if self.run is not None:
@@ -115,15 +120,50 @@ def count_rows(path: Path) -> int | None:
 # ------------------------------------------------------------------ readers and writers
 
 
+@dataclass(frozen=True)
+class TimeColumn:
+    """The column holding each row's content time, and whether times without a zone are UTC."""
+
+    name: str
+    assume_utc: bool = False
+
+
 class _Table:
     """Reads a file batch by batch and writes the kept rows of each batch to another."""
 
-    def __init__(self, src: Path, dst: Path, column: str, batch_rows: int) -> None:
-        self.src, self.column, self.batch_rows = src, column, batch_rows
+    def __init__(
+        self, src: Path, dst: Path, column: str, batch_rows: int, times: TimeColumn | None
+    ) -> None:
+        self.src, self.column, self.batch_rows, self.times = src, column, batch_rows, times
 
-    def batches(self) -> Iterator[tuple[Any, pa.Array]]:
-        """(batch, its ID column) pairs."""
+    def batches(self) -> Iterator[tuple[Any, pa.Array, pa.Array | None]]:
+        """(batch, its ID column, its checked content times or None) triples."""
         raise NotImplementedError
+
+    def _checked(self, raw: pa.Array | list[Any], where: Callable[[int], str]) -> pa.Array:
+        """The time column's values as sent (an empty string is no time), or DatasetError
+        naming the first bad one's row (`where`) and what is wrong with it."""
+        assert self.times is not None
+        if isinstance(raw, pa.Array) and pa.types.is_dictionary(raw.type):
+            raw = raw.dictionary_decode()
+        if isinstance(raw, pa.Array) and (
+            pa.types.is_string(raw.type) or pa.types.is_large_string(raw.type)
+        ):
+            raw = pc.if_else(pc.equal(raw, ""), pa.scalar(None, raw.type), raw)
+        try:
+            return time_array(raw, assume_utc=self.times.assume_utc)
+        except ContentTimeError as exc:
+            place = "" if exc.index is None else f"{where(exc.index)}: "
+            hint = (
+                " (or pass --assume-utc to read times without one as UTC)" if exc.zoneless else ""
+            )
+            raise DatasetError(
+                f"{self.src.name}: {place}time column {self.times.name!r}: {exc.reason}{hint}"
+            ) from None
+
+    def _check_type(self, kind: pa.DataType) -> None:
+        """Refuse a time column whose type can hold no content time, before anything is sent."""
+        self._checked(pa.array([], kind), str)
 
     def write(self, batch: Any, mask: pa.BooleanArray) -> int:
         """Write the rows of batch where mask is true; return how many."""
@@ -137,6 +177,28 @@ class _ArrowTable(_Table):
     """A table read and written as Arrow record batches, through `self.writer`."""
 
     writer: Any
+    rows_read = 0
+
+    def _split(self, batch: Any) -> tuple[Any, pa.Array, pa.Array | None]:
+        """A batch, its IDs, and its times, rows named from 1 (the CSV header not counted)."""
+        first = self.rows_read
+        self.rows_read += batch.num_rows
+        if self.times is None:
+            return batch, batch.column(self.column), None
+        raw = batch.column(self.times.name)
+        return (
+            batch,
+            batch.column(self.column),
+            self._checked(raw, lambda i: f"row {first + i + 1}"),
+        )
+
+    def _require(self, names: list[str]) -> None:
+        """DatasetError unless the ID column (and the time column) are among `names`."""
+        for wanted in (self.column, self.times.name if self.times else None):
+            if wanted is not None and wanted not in names:
+                raise DatasetError(
+                    f"{self.src.name}: no column {wanted!r}; it has {', '.join(names)}"
+                )
 
     def write(self, batch: Any, mask: pa.BooleanArray) -> int:
         kept = batch.filter(mask)
@@ -148,35 +210,37 @@ class _ArrowTable(_Table):
 
 
 class _ParquetTable(_ArrowTable):
-    def __init__(self, src: Path, dst: Path, column: str, batch_rows: int) -> None:
-        super().__init__(src, dst, column, batch_rows)
+    def __init__(
+        self, src: Path, dst: Path, column: str, batch_rows: int, times: TimeColumn | None
+    ) -> None:
+        super().__init__(src, dst, column, batch_rows, times)
         try:
             self.file = pq.ParquetFile(src)
         except (pa.ArrowInvalid, OSError) as exc:
             raise DatasetError(f"{src.name}: not a readable Parquet file ({exc})") from exc
         schema = self.file.schema_arrow
-        if column not in schema.names:
-            raise DatasetError(
-                f"{src.name}: no column {column!r}; it has {', '.join(schema.names)}"
-            )
+        self._require(schema.names)
+        if times is not None:
+            self._check_type(schema.field(times.name).type)
         self.writer = pq.ParquetWriter(dst, schema)
 
-    def batches(self) -> Iterator[tuple[Any, pa.Array]]:
+    def batches(self) -> Iterator[tuple[Any, pa.Array, pa.Array | None]]:
         for batch in self.file.iter_batches(batch_size=self.batch_rows):
-            yield batch, batch.column(self.column)
+            yield self._split(batch)
 
 
 class _CsvTable(_ArrowTable):
     """Every column read as text, so values are written back as they were read."""
 
-    def __init__(self, src: Path, dst: Path, column: str, batch_rows: int) -> None:
-        super().__init__(src, dst, column, batch_rows)
+    def __init__(
+        self, src: Path, dst: Path, column: str, batch_rows: int, times: TimeColumn | None
+    ) -> None:
+        super().__init__(src, dst, column, batch_rows, times)
         try:
             names = pcsv.open_csv(src).schema.names
         except (pa.ArrowInvalid, OSError) as exc:
             raise DatasetError(f"{src.name}: not a readable CSV file ({exc})") from exc
-        if column not in names:
-            raise DatasetError(f"{src.name}: no column {column!r}; it has {', '.join(names)}")
+        self._require(names)
         self.convert = pcsv.ConvertOptions(
             column_types={n: pa.string() for n in names},
             strings_can_be_null=False,
@@ -185,58 +249,73 @@ class _CsvTable(_ArrowTable):
         self.schema = pa.schema([(n, pa.string()) for n in names])
         self.writer = pcsv.CSVWriter(str(dst), self.schema)
 
-    def batches(self) -> Iterator[tuple[Any, pa.Array]]:
+    def batches(self) -> Iterator[tuple[Any, pa.Array, pa.Array | None]]:
         reader = pcsv.open_csv(
             self.src,
             read_options=pcsv.ReadOptions(block_size=64 << 20),
             convert_options=self.convert,
         )
         for batch in reader:
-            yield batch, batch.column(self.column)
+            yield self._split(batch)
 
 
 class _JsonLinesTable(_Table):
     """Line by line: a kept row is written as the very line that was read."""
 
-    def __init__(self, src: Path, dst: Path, column: str, batch_rows: int) -> None:
-        super().__init__(src, dst, column, batch_rows)
+    def __init__(
+        self, src: Path, dst: Path, column: str, batch_rows: int, times: TimeColumn | None
+    ) -> None:
+        super().__init__(src, dst, column, batch_rows, times)
         try:
             self.input = open(src, "rb")  # noqa: SIM115  (closed in close())
         except OSError as exc:
             raise DatasetError(f"{src.name}: cannot be read ({exc})") from exc
         self.output = open(dst, "wb")  # noqa: SIM115
-        self.line_number = 0
+        self.timed_field_seen = False
 
-    def batches(self) -> Iterator[tuple[Any, pa.Array]]:
+    def batches(self) -> Iterator[tuple[Any, pa.Array, pa.Array | None]]:
         lines: list[bytes] = []
-        for line in self.input:
+        numbers: list[int] = []  # each line's number in the file, blank lines counted
+        for number, line in enumerate(self.input, 1):
             if line.strip():
                 lines.append(line if line.endswith(b"\n") else line + b"\n")
+                numbers.append(number)
             if len(lines) == self.batch_rows:
-                yield lines, self._ids(lines)
-                lines = []
+                yield self._split(lines, numbers)
+                lines, numbers = [], []
         if lines:
-            yield lines, self._ids(lines)
+            yield self._split(lines, numbers)
+        # A row without the field is a row without a time; a file without it is a typo.
+        if self.times is not None and numbers and not self.timed_field_seen:
+            raise DatasetError(f"{self.src.name}: no line has a field {self.times.name!r}")
 
-    def _ids(self, lines: list[bytes]) -> pa.Array:
+    def _split(
+        self, lines: list[bytes], numbers: list[int]
+    ) -> tuple[list[bytes], pa.Array, pa.Array | None]:
         ids: list[str | None] = []
-        for line in lines:
-            self.line_number += 1
+        times: list[Any] = []
+        for line, number in zip(lines, numbers, strict=True):
             try:
                 row = json.loads(line)
             except ValueError as exc:
-                raise DatasetError(
-                    f"{self.src.name}: line {self.line_number} is not JSON ({exc})"
-                ) from exc
+                raise DatasetError(f"{self.src.name}: line {number} is not JSON ({exc})") from exc
             if not isinstance(row, dict) or self.column not in row:
-                raise DatasetError(
-                    f"{self.src.name}: line {self.line_number} has no field {self.column!r}"
-                )
+                raise DatasetError(f"{self.src.name}: line {number} has no field {self.column!r}")
             value = row[self.column]
             # Only strings and non-negative integers can be IDs; anything else is dropped.
             ok = isinstance(value, str) or (type(value) is int and value >= 0)
             ids.append(str(value) if ok else None)
-        return pa.array(ids, pa.string())
+            if self.times is not None:
+                when = row.get(self.times.name)
+                self.timed_field_seen = self.timed_field_seen or self.times.name in row
+                times.append(None if when == "" else when)
+        if self.times is None:
+            return lines, pa.array(ids, pa.string()), None
+        return (
+            lines,
+            pa.array(ids, pa.string()),
+            self._checked(times, lambda i: f"line {numbers[i]}"),
+        )
 
     def write(self, batch: Any, mask: pa.BooleanArray) -> int:
         kept = [line for line, keep in zip(batch, mask.to_pylist(), strict=True) if keep]
@@ -328,6 +407,7 @@ def filter_file(
     progress: Progress | None = None,
     batch_rows: int = BATCH_ROWS,
     run: RunRequest | None = None,
+    times: TimeColumn | None = None,
 ) -> FilterSummary:
     """Keep the rows of `src` whose `column` the service allows for `purpose`, into `dst`.
 
@@ -339,6 +419,12 @@ def filter_file(
     SHA-256, rows_in, rows_kept}, the distinct kept IDs (collected while filtering) are
     recorded as its members, and the manifest gains `run: {id, name, model}`. If either step
     fails, RunError is raised after output and manifest are written, the manifest without run.
+
+    With `times`, each row is sent with its content time from that column (a timestamp with a
+    time zone, or RFC 3339 text with an offset; null or empty: no time, which a windowed
+    restriction denies); a time that is none raises DatasetError naming its row, nothing
+    written. The manifest records the column, whether zoneless times were read as UTC, and how
+    many rows went without a time.
     """
     started, began = datetime.now(UTC), time.monotonic()
     if not src.is_file():
@@ -346,18 +432,21 @@ def filter_file(
     fmt = format_of(src)
     if format_of(dst) != fmt:
         raise DatasetError(f"{dst.name}: write the same format as the input ({fmt})")
+    if times is not None and times.name == column:
+        raise DatasetError(f"{column!r} is the ID column; the time column must be another")
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dst.name}.", dir=dst.parent)
     os.close(fd)
     tmp = Path(tmp_name)
-    rows_in = kept = 0
+    rows_in = kept = untimed = 0
     pinned = as_of
     kept_ids = _KeptIds(dst.parent) if run is not None else None
     try:
-        table = TABLES[fmt](src, tmp, column, batch_rows)
+        table = TABLES[fmt](src, tmp, column, batch_rows, times)
         try:
-            for batch, ids in table.batches():
+            for batch, ids, when in table.batches():
                 sent = id_column(ids)
-                mask, pinned = client.filter_arrow(purpose, sent, pinned)
+                mask, pinned = client.filter_arrow(purpose, sent, pinned, content_times=when)
+                untimed += 0 if when is None else when.null_count
                 kept += table.write(batch, mask)
                 if kept_ids is not None:
                     kept_ids.add(sent, mask)
@@ -383,6 +472,8 @@ def filter_file(
         "as_of": pinned,
         "service_url": client.base_url,
         "column": column,
+        "time_column": None if times is None else times.name,
+        **({} if times is None else {"assume_utc": times.assume_utc, "rows_without_time": untimed}),
         "input": {"path": str(src), "sha256": input_sha256, "rows": rows_in},
         "output": {"path": str(dst), "sha256": sha256_of(dst), "rows": kept},
         "kept": kept,
@@ -392,7 +483,10 @@ def filter_file(
         "seconds": round(seconds, 3),
     }
     manifest.write_text(json.dumps(document, indent=2) + "\n")
-    summary = FilterSummary(rows_in, kept, rows_in - kept, int(pinned), seconds, manifest)
+    counted = None if times is None else untimed
+    summary = FilterSummary(
+        rows_in, kept, rows_in - kept, int(pinned), seconds, manifest, untimed=counted
+    )
     if run is None or kept_ids is None:
         return summary
     try:
@@ -403,7 +497,9 @@ def filter_file(
         kept_ids.remove()
     document["run"] = {"id": recorded["id"], "name": recorded["name"], "model": recorded["model"]}
     _write_atomically(manifest, json.dumps(document, indent=2) + "\n")
-    return FilterSummary(rows_in, kept, rows_in - kept, int(pinned), seconds, manifest, recorded)
+    return FilterSummary(
+        rows_in, kept, rows_in - kept, int(pinned), seconds, manifest, recorded, counted
+    )
 
 
 def _record_run(

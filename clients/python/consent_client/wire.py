@@ -33,3 +33,18 @@ REMEDIATION_ACTIONS: Final = ("retrained", "excluded_from_next", "unlearned", "r
 # IDs kept as numbers (canonical digit strings of at most 18 digits); the rest are text.
 NUMERIC_ID_PATTERN: Final = r"^(0|[1-9][0-9]{0,17})$"
 NUMERIC_LIMIT: Final = 10**18
+
+# Content times: when the content an ID is asked about was made or processed, for windowed
+# restrictions (an answer without one is denied by them). Every time on the wire is RFC 3339 with
+# an offset or Z (a match of RFC3339_PATTERN, whole), sent as ?CONTENT_TIME_PARAM= on one lookup,
+# CONTENT_TIMES_FIELD (aligned with user_ids, null = none) in a batch, `user_id<TIME_SEPARATOR>time`
+# lines in a text filter (a line without it: none), or beside the IDs as the Arrow column
+# CONTENT_TIME_COLUMN (a timestamp with a time zone, null = none) in an Arrow filter.
+RFC3339_PATTERN: Final = (
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}"
+    r"(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
+CONTENT_TIME_PARAM: Final = "content_time"
+CONTENT_TIMES_FIELD: Final = "content_times"
+CONTENT_TIME_COLUMN: Final = "content_time"
+TIME_SEPARATOR: Final = "\t"
