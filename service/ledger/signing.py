@@ -98,15 +98,16 @@ class Signer:
     key: Ed25519PrivateKey
 
 
-class _LoadedKeys:
-    """Private keys already read (and opened) in this process, by kid: a kid names one key for
-    good, so a key never needs reading twice."""
+class LoadedKeys:
+    """Private keys already read (and opened) by this app, by kid: a kid names one key for good,
+    so a key never needs reading (or its passphrase's scrypt paying) twice."""
 
     def __init__(self) -> None:
         self._keys: dict[str, Ed25519PrivateKey] = {}
         self._lock = threading.Lock()
 
     def get(self, kid: str, blob: bytes, passphrase: str | None) -> Ed25519PrivateKey:
+        """The key named kid, read from its stored form the first time."""
         with self._lock:
             key = self._keys.get(kid)
             if key is None:
@@ -116,7 +117,9 @@ class _LoadedKeys:
             return key
 
 
-_LOADED = _LoadedKeys()
+def _loaded() -> LoadedKeys:
+    keys: LoadedKeys = current_app.extensions.setdefault("consent_signing_keys", LoadedKeys())
+    return keys
 
 
 def _passphrase() -> str | None:
@@ -207,7 +210,7 @@ def signer() -> Signer:
     try:
         if blob is None:
             raise ValueError("its private key is gone though it was never retired")
-        return Signer(kid, _LOADED.get(kid, blob, _passphrase()))
+        return Signer(kid, _loaded().get(kid, blob, _passphrase()))
     except ValueError as exc:
         log.error("signing key %s cannot be read: %s", kid, exc)
         raise Unavailable(

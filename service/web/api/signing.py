@@ -56,7 +56,6 @@ class SnapshotSignature(MethodView):
         },
     )
     def get(self, args: dict[str, Any], purpose: str) -> Any:
-        """Sign the SHA-256 and rows of the snapshot GET /v1/snapshots/{purpose} answers with
-        for the same parameters, as of the same seq."""
+        """Sign the SHA-256 and rows of the snapshot the same parameters get, as of one seq."""
         signed = signing.sign_snapshot(purpose, args["as_of"], args["set"], args["format"])
         return signed, {wire.AS_OF_HEADER: str(signed["as_of"])}
