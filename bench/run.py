@@ -44,6 +44,7 @@ from bench.workloads import (
     runs,
     single_lookup,
     snapshot,
+    snapshot_signature,
     spot_check,
     sql_baseline,
 )
@@ -66,6 +67,7 @@ WORKLOADS: list[tuple[str, Workload]] = [
     ("hand-written SQL batches", sql_baseline.sql_baseline),
     ("batch lookup vs one lookup per ID", batch_lookup.batch_lookup),
     ("snapshot, Parquet", snapshot.snapshot_parquet),
+    ("snapshot signature", snapshot_signature.snapshot_signature),
     ("consent filter, Parquet file", consent_filter.consent_filter),
     # These write to the ledger: freshness writes each answer back as it was.
     ("freshness and as_of", freshness.freshness),

@@ -40,6 +40,7 @@ TABLES = (
     "subjects",
     "purposes",
     "api_keys",
+    "signing_keys",
 )
 
 

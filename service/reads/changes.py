@@ -8,14 +8,15 @@ from typing import Any
 import sqlalchemy as sa
 
 from service.domain.errors import NotFound, ValidationFailed
-from service.domain.events import KEY_KINDS
+from service.domain.events import KEY_KINDS, SIGNING_KEY_KINDS
 from service.reads.consistent import head_seq, read_transaction
 from service.reads.history import EVENT_COLUMNS, event_document
 from service.runtime.extensions import db
 from service.runtime.models import Event, Purpose
 
-# Pipelines must not see staff key names; admins read these in the audit feed.
-HIDDEN_FROM_PIPELINES = KEY_KINDS
+# Pipelines must not see staff key names, nor the ledger's signing-key rotations (nothing a
+# pipeline acts on; verifiers read /.well-known/jwks.json); admins read these in the audit feed.
+HIDDEN_FROM_PIPELINES = KEY_KINDS | SIGNING_KEY_KINDS
 
 
 def changes(after: int, purpose: str | None, limit: int) -> dict[str, Any]:

@@ -5,18 +5,22 @@ from __future__ import annotations
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import click
 from flask import Flask, current_app
-from flask.cli import FlaskGroup
+from flask.cli import FlaskGroup, ScriptInfo
 from flask_migrate import downgrade as alembic_downgrade
 from flask_migrate import upgrade as alembic_upgrade
+from sqlalchemy.exc import SQLAlchemyError
 
+from consent_client import signatures
 from consent_client.cli import cli as pipeline_cli
 from service.domain.errors import ConsentError
 from service.ledger import keys as api_keys
-from service.ledger import purposes
+from service.ledger import purposes, signing
+from service.reads import signing_keys
 from service.reads.state import policies
 from service.runtime.extensions import db
 from service.runtime.models import ROLES
@@ -210,6 +214,81 @@ def idempotency_prune(batch_size: int) -> None:
     deleted = idempotency.prune(batch_size=batch_size)
     hours = current_app.config["CONSENT_IDEMPOTENCY_TTL_HOURS"]
     click.echo(f"Pruned {deleted} idempotency records older than {hours:g} hours.")
+
+
+@cli.group("signing-key")
+def signing_key_group() -> None:
+    """Rotate and list the ledger's signing keys (Ed25519; public at /.well-known/jwks.json)."""
+
+
+@signing_key_group.command("rotate")
+def signing_key_rotate() -> None:
+    """Make a new signing key; the one before it stops signing and stays published until its
+    expiry (CONSENT_SIGNING_KEY_RETENTION_DAYS after now)."""
+    try:
+        docs = signing.rotate()
+    except ConsentError as exc:
+        _fail(exc)
+    click.echo(f"Key {docs['signing']['kid']} signs from now on.")
+    for old in docs["retired"]:
+        click.echo(f"Key {old['kid']} retired; published for checking until {old['expires_at']}.")
+
+
+@signing_key_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def signing_key_list(as_json: bool) -> None:
+    """List the signing keys, newest first (public facts only)."""
+    docs = signing_keys.list_keys()
+    if as_json:
+        click.echo(json.dumps(docs, indent=2))
+        return
+    for d in docs:
+        until = f"  until {d['expires_at']}" if d["expires_at"] else ""
+        click.echo(f"{d['kid']}  {d['state']:<9}  created {d['created_at']}{until}")
+
+
+@cli.command("verify", with_appcontext=False)
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@click.option(
+    "--jwks",
+    "jwks_source",
+    metavar="URL_OR_FILE",
+    help="The JWKS to check against: a saved file, or the ledger's "
+    f"{signatures.JWKS_PATH} URL. Default: the keys this ledger's database publishes.",
+)
+@click.option(
+    "--snapshot",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="With a snapshot signature: the snapshot file, whose SHA-256, size and rows must match.",
+)
+def verify(file: Path, jwks_source: str | None, snapshot: Path | None) -> None:
+    """Check a signed consent record, or a snapshot signature, offline.
+
+    Exit codes: 0 valid, 1 bad signature, 2 cannot check (unreadable file or JWKS),
+    3 unknown key, 4 tampered (a good signature over something else), 5 snapshot digest mismatch.
+    """
+    try:
+        jwks = _jwks(jwks_source)
+        verdict = signatures.check_file(file, jwks, snapshot)
+    except signatures.SignatureProblem as problem:
+        label = problem.outcome.name.lower().replace("_", " ")
+        click.echo(f"{label}: {problem.message}", err=True)
+        sys.exit(problem.outcome.value)
+    click.echo(verdict.message)
+
+
+def _jwks(source: str | None) -> Any:
+    """The JWKS from a file or URL, or from this ledger's own database."""
+    if source is not None:
+        return signatures.load_json(source)
+    app = click.get_current_context().ensure_object(ScriptInfo).load_app()
+    try:
+        with app.app_context():
+            return signing_keys.jwks()
+    except SQLAlchemyError as exc:
+        raise signatures.Unreadable(
+            f"This ledger's database cannot be read ({type(exc).__name__}); pass --jwks."
+        ) from None
 
 
 # The pipeline commands belong to the client distribution (consent_client), which pipelines

@@ -78,6 +78,15 @@ def from_environ(instance_path: str) -> dict[str, Any]:
         "CONSENT_CONSOLE_SESSION_HOURS": float(
             os.environ.get("CONSENT_CONSOLE_SESSION_HOURS", "8")
         ),
+        # A retired signing key stays in /.well-known/jwks.json this long, so that what it
+        # signed can still be checked against the live JWKS (a saved JWKS checks it for good).
+        "CONSENT_SIGNING_KEY_RETENTION_DAYS": _positive(
+            "CONSENT_SIGNING_KEY_RETENTION_DAYS",
+            os.environ.get("CONSENT_SIGNING_KEY_RETENTION_DAYS", "400"),
+        ),
+        # Set, signing keys made from now on are stored encrypted with it (scrypt, AES-256-GCM);
+        # unset, they are stored as they are, protected like the rest of the database.
+        "CONSENT_SIGNING_KEY_PASSPHRASE": os.environ.get("CONSENT_SIGNING_KEY_PASSPHRASE") or None,
         "API_TITLE": "Consent Ledger",
         "API_VERSION": "1.0.0",
         "OPENAPI_VERSION": "3.0.3",

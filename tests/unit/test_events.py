@@ -40,6 +40,8 @@ EXAMPLES: list[ev.LedgerEvent] = [
     ),
     ev.KeyCreated(name="alice", role="support"),
     ev.KeyRevoked(name="alice", role="support"),
+    ev.SigningKeyRotated(kid="k2", previous_kid="k1", previous_expires_at=AT),
+    ev.SigningKeyRotated(kid="k1"),
     ev.RunRegistered(
         purpose="p",
         run_id=3,

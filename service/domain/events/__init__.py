@@ -36,6 +36,7 @@ from service.domain.events.restrictions import (
     RestrictionPlaced,
 )
 from service.domain.events.runs import RunEvent, RunMembersRecorded, RunRegistered, RunRemediated
+from service.domain.events.signing import SigningKeyRotated
 
 EVENT_TYPES: Mapping[Kind, type[LedgerEvent]] = {
     t.kind: t
@@ -58,11 +59,14 @@ EVENT_TYPES: Mapping[Kind, type[LedgerEvent]] = {
         RestrictionPlaced,
         RestrictionLifted,
         NoticePublished,
+        SigningKeyRotated,
     )
 }
 POLICY_KINDS: tuple[Kind, ...] = (Kind.PURPOSE_CREATED, Kind.POLICY_CHANGED)
 RESTRICTION_KINDS: tuple[Kind, ...] = (Kind.RESTRICTION_PLACED, Kind.RESTRICTION_LIFTED)
 KEY_KINDS: frozenset[Kind] = frozenset({Kind.KEY_CREATED, Kind.KEY_REVOKED})
+# The ledger's own signing keys: for admins' audit feed, nothing a pipeline acts on.
+SIGNING_KEY_KINDS: frozenset[Kind] = frozenset({Kind.SIGNING_KEY_ROTATED})
 JURISDICTION_KINDS: tuple[Kind, ...] = (Kind.SUBJECT_REGISTERED, Kind.JURISDICTION_CHANGED)
 
 
@@ -110,6 +114,8 @@ __all__ = [
     "RunMembersRecorded",
     "RunRegistered",
     "RunRemediated",
+    "SIGNING_KEY_KINDS",
+    "SigningKeyRotated",
     "SubjectErased",
     "SubjectRegistered",
     "UnknownEventKind",

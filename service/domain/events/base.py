@@ -31,6 +31,7 @@ class Kind(StrEnum):
     RESTRICTION_PLACED = "restriction_placed"
     RESTRICTION_LIFTED = "restriction_lifted"
     NOTICE_PUBLISHED = "notice_published"
+    SIGNING_KEY_ROTATED = "signing_key_rotated"
 
 
 class EventRow(Protocol):
