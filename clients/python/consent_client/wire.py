@@ -12,6 +12,10 @@ AS_OF_HEADER: Final = "Consent-As-Of"
 TEXT_IDS: Final = "text/plain"
 ARROW_STREAM: Final = "application/vnd.apache.arrow.stream"
 ALLOWED_COLUMN: Final = "allowed"
+# Per-ID content times for windowed restrictions: an Arrow timezone-aware timestamp column of
+# this name beside the IDs, or text lines `user_id<TAB>RFC 3339 time`.
+CONTENT_TIME_COLUMN: Final = "content_time"
+TIME_SEPARATOR: Final = "\t"
 
 # The most IDs one POST /v1/lookup/{purpose} may carry; more go through the filter.
 MAX_BATCH: Final = 10_000
