@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -22,9 +23,7 @@ from service.domain.errors import ValidationFailed
 from service.readindex.codes import Mask
 from service.readindex.index import NO_TIME, Times
 
-# Arrow's parser reads a superset of RFC 3339; this keeps to the standard (offset required).
-_STRICT = "^" + r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}"
-_STRICT += r"(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2})$"
+_DASH, _T, _SPACE, _COLON, _DOT, _Z, _PLUS, _MINUS, _ZERO, _NINE = b"-T :.Z+-09"
 _PER_UNIT = {"s": 1_000_000, "ms": 1_000, "us": 1}
 SHOWN_ERRORS = 100
 
@@ -84,24 +83,76 @@ def datetimes(times: Times | None, positions: Sequence[int]) -> list[datetime | 
 
 def parse_texts(texts: pa.Array) -> tuple[Times, Mask | None]:
     """Times from text (string or binary; null or empty: no time), vectorised, and where the
-    text is not an RFC 3339 time with an offset (None: nowhere); those get NO_TIME."""
-    strings = texts
-    if not pa.types.is_string(texts.type):
-        try:
-            strings = texts.cast(pa.string())
-        except pa.ArrowInvalid:  # not UTF-8: certainly no time, found one by one below
-            return _one_by_one(texts)
-    given = pc.fill_null(pc.not_equal(pc.utf8_length(strings), 0), False)
-    strict = pc.fill_null(pc.match_substring_regex(strings, _STRICT), False)
-    if not pc.all(pc.or_(pc.invert(given), strict)).as_py():
+    text is not an RFC 3339 time with an offset (None: nowhere); those get NO_TIME.
+
+    Arrow's parser reads the digits and ranges, but a few forms RFC 3339 does not have (an
+    offset without a colon, no seconds); a check of the characters at fixed places, done on
+    the array's own bytes, keeps those out. Anything either refuses is looked at one by one.
+    """
+    given, shaped = _shape(texts)
+    if not shaped[given].all():
         return _one_by_one(texts)
     try:
-        parsed = pc.cast(pc.if_else(given, strings, None), pa.timestamp("ns", "UTC"))
+        strings = texts if pa.types.is_string(texts.type) else texts.cast(pa.string())
+        nulls = pa.array(~given) if not given.all() else None
+        if nulls is not None:
+            strings = pc.if_else(nulls, pa.scalar(None, pa.string()), strings)
+        parsed = pc.cast(strings, pa.timestamp("ns", "UTC"))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return _one_by_one(texts)  # lower-case t or z, or beyond 1677-2262
-    nanos = parsed.cast(pa.int64()).to_numpy(zero_copy_only=False)
-    out: Times = np.where(given.to_numpy(zero_copy_only=False), nanos // 1000, NO_TIME)
-    return out.astype(np.int64), None
+        return _one_by_one(texts)  # lower-case t or z, beyond 1677-2262, not UTF-8, ...
+    nanos = pc.fill_null(parsed.cast(pa.int64()), 0).to_numpy(zero_copy_only=False)
+    out: Times = np.where(given, nanos // 1000, NO_TIME).astype(np.int64)
+    return out, None
+
+
+def _shape(texts: pa.Array) -> tuple[Mask, Mask]:
+    """Where a text is given (not null, not empty), and where it has RFC 3339's shape:
+    YYYY-MM-DD, T or space, hh:mm:ss, an optional fraction, then Z or an offset +hh:mm."""
+    n = len(texts)
+    offsets_type = np.int64 if pa.types.is_large_binary(texts.type) else np.int32
+    if pa.types.is_large_string(texts.type):
+        offsets_type = np.int64
+    buffers = texts.buffers()
+    offsets: npt.NDArray[np.int64] = np.frombuffer(buffers[1], dtype=offsets_type)[
+        texts.offset : texts.offset + n + 1
+    ].astype(np.int64)
+    data = (
+        np.frombuffer(buffers[2], dtype=np.uint8)
+        if buffers[2] is not None
+        else np.zeros(1, np.uint8)
+    )
+    starts = offsets[:-1]
+    lengths = offsets[1:] - offsets[:-1]
+    valid = texts.is_valid().to_numpy(zero_copy_only=False) if texts.null_count else True
+    given: Mask = (lengths > 0) & valid
+    if not len(data) or not given.any():
+        return given, given
+    last = len(data) - 1
+    long_enough = lengths >= 20
+    starts = np.where(long_enough, starts, 0)
+    ends = starts + np.where(long_enough, lengths, 20)
+
+    def at(place: npt.NDArray[np.int64]) -> npt.NDArray[np.uint8]:
+        return np.take(data, np.minimum(place, last))
+
+    c = {i: at(starts + i) for i in (4, 7, 10, 13, 16, 19, 20)}
+    zone, colon, sign = at(ends - 1), at(ends - 3), at(ends - 6)
+    shaped: Mask = (
+        long_enough
+        & (c[4] == _DASH)
+        & (c[7] == _DASH)
+        & ((c[10] == _T) | (c[10] == _SPACE))
+        & (c[13] == _COLON)
+        & (c[16] == _COLON)
+        & (
+            ((c[19] == _DOT) & (c[20] >= _ZERO) & (c[20] <= _NINE))
+            | (c[19] == _Z)
+            | (c[19] == _PLUS)
+            | (c[19] == _MINUS)
+        )
+        & ((zone == _Z) | ((colon == _COLON) & ((sign == _PLUS) | (sign == _MINUS))))
+    )
+    return given, shaped
 
 
 def _one_by_one(texts: pa.Array) -> tuple[Times, Mask | None]:
@@ -140,15 +191,21 @@ def check_column(field: pa.Field) -> None:
 
 def column_times(column: pa.Array) -> Times:
     """Times from a timezone-aware timestamp column of any unit (null: no time)."""
-    values = np.asarray(pc.fill_null(column.cast(pa.int64()), 0).to_numpy(), dtype=np.int64)
     unit = column.type.unit
+    ints = column.cast(pa.int64())
+    if column.null_count:
+        ints = pc.fill_null(ints, 0)
+    values = ints.to_numpy(zero_copy_only=False)
     if unit == "ns":
         micros = values // 1000
+    elif unit == "us":
+        micros = values
     else:
         scale = _PER_UNIT[unit]
         # Seconds or milliseconds beyond what microseconds hold are far outside any window.
         limit = np.iinfo(np.int64).max // scale
         micros = np.clip(values, -limit, limit) * scale
-    valid = column.is_valid().to_numpy(zero_copy_only=False)
-    out: Times = np.where(valid, micros, NO_TIME).astype(np.int64)
+    if column.null_count:
+        micros = np.where(column.is_valid().to_numpy(zero_copy_only=False), micros, NO_TIME)
+    out: Times = micros.astype(np.int64, copy=False)
     return out
