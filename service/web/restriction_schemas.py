@@ -55,13 +55,21 @@ class RestrictionScopeSchema(StrictSchema):
         metadata={
             "description": f"Selectors, each once: {SELECTOR_RULE} (any case; kept in upper)",
             "minItems": 1,
+            "uniqueItems": True,
         },
     )
     window = fields.Nested(
         WindowSchema,
         load_default=None,
         allow_none=True,
-        metadata={"description": "null: the restriction covers content of any time"},
+        metadata={
+            "description": "null: the restriction covers content of any time",
+            OPENAPI: {
+                "allOf": [{"$ref": "#/components/schemas/Window"}],
+                "nullable": True,
+                "default": None,
+            },
+        },
     )
 
 
