@@ -4,6 +4,7 @@ counts, previews, roles, and every bad input refused with a precise 422 that wri
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ from flask import Flask
 
 from service import create_app
 from service.runtime.extensions import db
-from tests.conftest import app_config, clean_database
+from tests.conftest import Clock, app_config, clean_database
 from tests.factories import Api, assert_problem, ledger_state
 
 PURPOSE = "model_training"
@@ -80,6 +81,9 @@ def counted(request: pytest.FixtureRequest, template_db: str, tmp_path: Path) ->
     assert api.call("DELETE", "/v1/users/us-gone", role="app").status_code == 200
     api.user("br", jurisdiction="BR")
     api.user("none")
+    # A read builds the index (sync mode): writes from now on count with it.
+    assert api.call("GET", f"/v1/lookup/{PURPOSE}/none", role="pipeline").status_code == 200
+    assert (app.extensions["consent_index"].index is not None) == (request.param == "sync")
     yield api
     with app.app_context():
         db.engine.dispose()
@@ -130,6 +134,22 @@ def test_changed_counts_only_answers_that_change_and_lifting_counts_them_back(
     everyone = place(api, jurisdictions=["*"], window=None)
     # de-chose, us-default, us-forced, br, none; not the erased or the denied.
     assert everyone["changed"]["placed"] == {PURPOSE: 5}
+
+
+def test_changed_sees_an_override_expiring_in_the_same_write(counted: Api, clock: Clock) -> None:
+    api = counted
+    expires = clock.now + timedelta(hours=1)
+    api.user("br-forced", jurisdiction="BR")
+    api.choose("br-forced", "denied")
+    assert api.override("br-forced", "granted", expires_at=expires.isoformat()).status_code == 201
+    assert api.call("GET", f"/v1/lookup/{PURPOSE}/br", role="pipeline").status_code == 200
+    clock.now = expires + timedelta(seconds=1)
+    # The write expires the override first (its event comes before the restriction's): then
+    # br-forced is denied by their own choice, and only br's answer changes.
+    placed = place(api, jurisdictions=["BR"], window=None)
+    assert placed["changed"]["placed"] == {PURPOSE: 1}
+    kinds = [e["kind"] for e in feed(api)[-2:]]
+    assert kinds == ["override_expired", "restriction_placed"]
 
 
 def test_a_preview_counts_what_placing_or_lifting_would_change_and_writes_nothing(
