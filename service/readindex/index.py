@@ -139,8 +139,9 @@ class ConsentIndex:
         self.built_seq = 0
         self.ids = Directory()
         self.n_rows = 0
-        self.jur = np.zeros(0, dtype=np.uint8)
-        self.erased = np.zeros(0, dtype=np.bool_)
+        # One slot from the start: the spare last slot grow() keeps (see there).
+        self.jur = np.zeros(1, dtype=np.uint8)
+        self.erased = np.zeros(1, dtype=np.bool_)
         self.purposes: dict[str, PurposeIndex] = {}
         self.changed: dict[str, int] = {}  # user_id -> seq of its last event since the build
         self.earlier: dict[int, Earlier | None] = {}  # for as_of seqs before the build
@@ -239,8 +240,6 @@ class ConsentIndex:
         that restriction were not in force (what lifting it would change)."""
         active = [r for r in p.restrictions if r.active(seq) and r.id != exclude]
         if active:
-            if not len(self.jur):
-                self.grow(0)
             # NO_ROW reads the spare last slot (no jurisdiction); BAD_ID reads some row, but a
             # malformed ID's code is INVALID, which no restriction changes.
             apply_restrictions(out, active, np.take(self.jur, rows), times)

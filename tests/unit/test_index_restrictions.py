@@ -195,3 +195,16 @@ def test_allowed_in_counts_known_allowed_subjects_of_the_jurisdictions(ledger: L
     place(ledger, 1, ("DE",))
     assert index.allowed_in("p", frozenset({"*"}), None) == 2
     assert index.allowed_in("p", frozenset({"*"}), exclude=1) == 3
+
+
+def test_a_never_seen_id_has_no_jurisdiction_however_full_the_row_arrays_are() -> None:
+    led = Ledger(ConsentIndex())
+    led(ev.PurposeCreated(purpose="p", title="P", defaults=POLICY, unknown_subject="granted"))
+    place(led, 1, ("DE",))
+    for i in range(1100):  # past the first capacity: every row a German subject
+        led.register(str(i), "DE")
+        assert len(led.index.jur) > led.index.n_rows  # the spare slot that NO_ROW reads
+    codes, _ = led.index.codes("p", led.seq, pa.array(["1099", "never"], pa.string()))
+    assert [cd.Code(int(c)).basis for c in codes] == ["restriction", "unknown"]
+    numbers, _ = led.index.number_codes("p", led.seq, np.array([5, 999_999]))
+    assert [cd.Code(int(c)).basis for c in numbers] == ["restriction", "unknown"]
