@@ -271,6 +271,20 @@ class ConsentIndex:
         content_time: datetime | None = None,
     ) -> cd.Code | None:
         """The code of one well-formed ID as of seq, or None if the database must answer."""
+        found = self.decision_of(purpose, seq, user_id, earlier, content_time)
+        return None if found is None else found[0]
+
+    def decision_of(
+        self,
+        purpose: str,
+        seq: int,
+        user_id: str,
+        earlier: Earlier | None = None,
+        content_time: datetime | None = None,
+    ) -> tuple[cd.Code, RestrictionFacts | None] | None:
+        """The code of one well-formed ID as of seq, for content of that time if given, and
+        the restriction that denies it (the earliest placed) if one does; None if the
+        database must answer."""
         with self.lock:
             p = self._purpose_at(purpose, seq, earlier)
             if seq < self.seq and self.changed.get(user_id, 0) > seq:
@@ -285,32 +299,11 @@ class ConsentIndex:
                 code = cd.Code(int(p.eff[row]))
                 if policy is not p.policy and code.on_default:
                     code = cd.Code(int(p.default_codes(policy)[self.jur[row]]))
-            if p.restrictions and code.value != ERASED:
-                jurisdiction = None if row == NO_ROW else JURISDICTIONS[self.jur[row]]
-                if restriction_for(p.restrictions, purpose, jurisdiction, seq, content_time):
-                    code = cd.Code(RESTRICTED)
-            return code
-
-    def restriction_of(
-        self,
-        purpose: str,
-        seq: int,
-        user_id: str,
-        earlier: Earlier | None = None,
-        content_time: datetime | None = None,
-    ) -> RestrictionFacts | None:
-        """The restriction that denies one well-formed ID as of seq (the earliest placed), for
-        an answer whose code says a restriction denied it. Raises Stale where code_of would
-        leave the ID to the database (its jurisdiction then may not be the one held)."""
-        with self.lock:
-            p = self._purpose_at(purpose, seq, earlier)
-            if (seq < self.seq and self.changed.get(user_id, 0) > seq) or (
-                earlier is not None and user_id in earlier.user_ids
-            ):
-                raise Stale(seq)
-            row = self.ids.row_of(user_id)
+            if not p.restrictions or code.value == ERASED:
+                return code, None
             jurisdiction = None if row == NO_ROW else JURISDICTIONS[self.jur[row]]
-            return restriction_for(p.restrictions, purpose, jurisdiction, seq, content_time)
+            found = restriction_for(p.restrictions, purpose, jurisdiction, seq, content_time)
+            return (code, None) if found is None else (cd.Code(RESTRICTED), found)
 
     def codes(
         self,

@@ -168,34 +168,28 @@ def number_codes(
 def code_of(purpose: str, seq: int, user_id: str, content_time: datetime | None = None) -> cd.Code:
     """The code of one well-formed ID as of seq (for content of that time, if given): from
     memory when it can, else the database."""
+    return decision_of(purpose, seq, user_id, content_time)[0]
+
+
+def decision_of(
+    purpose: str, seq: int, user_id: str, content_time: datetime | None = None
+) -> tuple[cd.Code, int | None]:
+    """code_of(), and the id of the restriction denying the ID (the earliest placed of those
+    that do) when its basis is `restriction`."""
     index = ready_index()
     if index is not None:
         try:
-            code = index.code_of(purpose, seq, user_id, earlier(index, seq), content_time)
+            found = index.decision_of(purpose, seq, user_id, earlier(index, seq), content_time)
         except Stale:
-            code = None
+            found = None
         except UnknownPurpose as unknown:
             raise _not_found(unknown) from None
-        if code is not None:
-            return code
-    return cd.Code(codes_from_database(purpose, seq, [user_id], [content_time])[0])
-
-
-def restriction_id(
-    purpose: str, seq: int, user_id: str, content_time: datetime | None = None
-) -> int | None:
-    """The id of the restriction denying one ID as of seq (the earliest placed of those that
-    do), asked only of answers whose basis is `restriction`."""
-    index = ready_index()
-    if index is not None:
-        try:
-            found = index.restriction_of(purpose, seq, user_id, earlier(index, seq), content_time)
-            return None if found is None else found.id
-        except (Stale, UnknownPurpose):
-            pass
+        if found is not None:
+            code, restriction = found
+            return code, None if restriction is None else restriction.id
     pit = asof.PointInTime(seq, asof.event_time(seq))
     res = asof.decide(purpose, pit, [user_id], [content_time])[0]
-    return None if res.restriction is None else res.restriction.id
+    return cd.Code.of(res), None if res.restriction is None else res.restriction.id
 
 
 def codes_from_database(

@@ -47,7 +47,7 @@ def lookup(
     user_id = validation.user_id(user_id)
     when = content_times.one(content_time)
     seq = decisions.seq_for(as_of, purpose)
-    code = decisions.code_of(purpose, seq, user_id, when)
+    code, restriction_id = decisions.decision_of(purpose, seq, user_id, when)
     metrics.count_code(purpose, code)
     return {
         "user_id": user_id,
@@ -56,9 +56,7 @@ def lookup(
         "state": code.state,
         "basis": code.basis,
         "as_of": seq,
-        "restriction_id": decisions.restriction_id(purpose, seq, user_id, when)
-        if code.basis == "restriction"
-        else None,
+        "restriction_id": restriction_id,
     }
 
 

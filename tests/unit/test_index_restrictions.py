@@ -175,10 +175,14 @@ def test_single_and_numeric_answers_apply_the_same_overlay(ledger: Ledger) -> No
     assert basis("de", inside) == "restriction"
     assert basis("de", END) == "choice"
     assert basis("gone", None) == "erased"
-    found = index.restriction_of("p", seq, "de", content_time=inside)
+    found = index.decision_of("p", seq, "de", content_time=inside)
     assert found is not None
-    assert found.id == 1
-    assert index.restriction_of("p", seq, "de", content_time=END) is None
+    assert found[1] is not None
+    assert found[1].id == 1
+    assert index.decision_of("p", seq, "de", content_time=END) == (
+        cd.Code(cd.make("choice", True)),
+        None,
+    )
 
 
 def test_a_restriction_on_another_purpose_changes_nothing_here(ledger: Ledger) -> None:
