@@ -36,6 +36,7 @@ TABLES = (
     "run_members",
     "runs",
     "overrides",
+    "restrictions",
     "choices",
     "subjects",
     "purposes",

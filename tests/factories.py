@@ -21,6 +21,7 @@ LEDGER_TABLES = (
     "subjects",
     "choices",
     "overrides",
+    "restrictions",
     "purposes",
     "api_keys",
     "idempotency_records",

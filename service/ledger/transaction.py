@@ -73,11 +73,12 @@ class LedgerWrite:
         self.replay: Replay | None = None
         self.events: list[Event] = []
         self._head = 0
+        self.locked_seq = 0  # the head when the lock was taken: every event up to it committed
         self.at: datetime = utcnow()
 
     def __enter__(self) -> LedgerWrite:
         row = lock_head()
-        self._head = row.seq
+        self._head = self.locked_seq = row.seq
         # Event times never go backwards, so "as of time T" maps to one seq.
         now = utcnow()
         self.at = max(now, row.at) if row.at is not None else now

@@ -25,6 +25,7 @@ from service.domain.policy import OverrideFacts, Policy
 from service.readindex.codes import CodeArray
 from service.readindex.directory import IntArray, numeric_mask
 from service.readindex.index import JURISDICTIONS, ConsentIndex
+from service.reads import restrictions
 from service.reads.consistent import read_transaction
 from service.runtime.extensions import db
 from service.runtime.models import Event, LedgerHead, Override, Purpose
@@ -51,6 +52,7 @@ def build() -> ConsentIndex:
             index.add_purpose_arrays(p.key, p.created_seq, histories[p.key])
         _load_choices(index)
         _load_overrides(index)
+        _load_restrictions(index)
         for pi in index.purposes.values():
             index.recompute_all(pi)
     _release_build_memory()
@@ -230,3 +232,10 @@ def _load_overrides(index: ConsentIndex) -> None:
         index.purposes[o.purpose].overrides.setdefault(row, []).append(
             OverrideFacts(o.id, o.state, o.placed_seq, o.expires_at, None, o.placed_by, o.ticket)
         )
+
+
+def _load_restrictions(index: ConsentIndex) -> None:
+    """Every restriction ever placed, lifted ones too, each with its own purpose's seqs."""
+    for facts in restrictions.facts(seq=index.seq):
+        for purpose in facts.purposes:
+            index.purposes[purpose].restrictions.append(facts)

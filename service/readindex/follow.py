@@ -188,19 +188,46 @@ def ready_index() -> ConsentIndex | None:
 def events_after(seq: int, limit: int = FETCH) -> list[RecordedEvent]:
     """The next events after seq, oldest first (committed ones only, in commit order), typed."""
     with read_transaction(consistent=False):
-        rows = db.session.execute(
-            sa.select(
-                Event.seq,
-                Event.at,
-                Event.kind,
-                Event.user_id,
-                Event.purpose,
-                Event.data,
-                Event.actor,
-                Event.ticket,
-            )
-            .where(Event.seq > seq)
-            .order_by(Event.seq)
-            .limit(limit)
-        ).all()
+        return _events_between(seq, None, limit)
+
+
+def _events_between(after: int, through: int | None, limit: int) -> list[RecordedEvent]:
+    """Events in (after, through], oldest first, typed; in the session's transaction."""
+    query = sa.select(
+        Event.seq,
+        Event.at,
+        Event.kind,
+        Event.user_id,
+        Event.purpose,
+        Event.data,
+        Event.actor,
+        Event.ticket,
+    ).where(Event.seq > after)
+    if through is not None:
+        query = query.where(Event.seq <= through)
+    rows = db.session.execute(query.order_by(Event.seq).limit(limit)).all()
     return [RecordedEvent(r.seq, r.at, ev.from_row(r), r.actor, r.ticket) for r in rows]
+
+
+def index_within(through: int) -> ConsentIndex | None:
+    """This worker's index, caught up to seq `through` inside the caller's write transaction
+    (which holds the ledger head, so every event up to it is committed); None when there is
+    no index yet (it is being built, or reads go to the database).
+
+    A writer that must count answers exactly as of the head it holds uses this instead of
+    catch_up, whose read transaction would end the write's own. Should it apply a key event,
+    the key cache is emptied so that keys are read again (see KeyCache).
+    """
+    f = follower()
+    index = f.index
+    if index is None:
+        return None
+    with index.follow_lock:
+        while index.seq < through:
+            events = _events_between(index.seq, through, FETCH)
+            if not events:
+                break
+            index.apply(events)
+            if any(e.event.kind in ev.KEY_KINDS for e in events):
+                f.keys.keys = None
+    return index if index.seq == through else None

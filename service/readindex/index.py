@@ -10,14 +10,21 @@ vectorised gather. An answer as of an earlier seq S (not before the index was bu
 gather, with the policy as of S for subjects on their default, and with the subjects that have
 events after S answered from the database instead: their state as of S is not in memory,
 everyone else's is unchanged.
+
+Restrictions are not written into the rows: each purpose keeps the history of the ones about it
+(placed and lifted seqs), and an answer as of seq S lays the restrictions active at S over the
+gathered codes, by the rows' jurisdiction codes and, for a windowed one, the content times
+given. Placing or lifting one therefore costs nothing but a list update, and answers with no
+restriction in force take no extra step at all.
 """
 
 from __future__ import annotations
 
 import bisect
+import functools
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -27,8 +34,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from service.domain import events as ev
-from service.domain.clock import EPOCH
-from service.domain.policy import COUNTRY_CODES, OverrideFacts, Policy, SubjectFacts, resolve
+from service.domain.clock import EPOCH, to_micros
+from service.domain.policy import (
+    COUNTRY_CODES,
+    OverrideFacts,
+    Policy,
+    RestrictionFacts,
+    SubjectFacts,
+    resolve,
+    restriction_for,
+    selects,
+)
 from service.readindex import codes as cd
 from service.readindex.codes import CodeArray
 from service.readindex.directory import BAD_ID, NO_ROW, Directory, IntArray, is_numeric
@@ -38,6 +54,14 @@ JUR_CODE = {j: i for i, j in enumerate(JURISDICTIONS)}
 CHOICE_CODE = {None: 0, "granted": 1, "denied": 2}
 CHOICE_STATE = (None, "granted", "denied")
 COMPACT_AFTER = 50_000
+COUNT_SLICE = 1 << 20
+# Content times travel as microseconds since the epoch (UTC); this one means "no time given".
+NO_TIME = np.iinfo(np.int64).min
+RESTRICTED = cd.make("restriction", False)
+WINDOW_BITS = 7  # windowed restrictions told apart by one gather (see apply_restrictions)
+ERASED = cd.make("erased", False)
+
+Times = npt.NDArray[np.int64]
 
 
 class Stale(Exception):
@@ -84,6 +108,8 @@ class PurposeIndex:
     choice: npt.NDArray[np.int8]
     eff: CodeArray
     overrides: dict[int, list[OverrideFacts]] = field(default_factory=dict)
+    # Every restriction ever placed on this purpose, lifted ones too (as of any seq).
+    restrictions: list[RestrictionFacts] = field(default_factory=list)
 
     @property
     def policy(self) -> Policy:
@@ -113,8 +139,9 @@ class ConsentIndex:
         self.built_seq = 0
         self.ids = Directory()
         self.n_rows = 0
-        self.jur = np.zeros(0, dtype=np.uint8)
-        self.erased = np.zeros(0, dtype=np.bool_)
+        # One slot from the start: the spare last slot grow() keeps (see there).
+        self.jur = np.zeros(1, dtype=np.uint8)
+        self.erased = np.zeros(1, dtype=np.bool_)
         self.purposes: dict[str, PurposeIndex] = {}
         self.changed: dict[str, int] = {}  # user_id -> seq of its last event since the build
         self.earlier: dict[int, Earlier | None] = {}  # for as_of seqs before the build
@@ -122,10 +149,12 @@ class ConsentIndex:
     # ------------------------------------------------------------------ rows
 
     def grow(self, rows: int) -> None:
-        """Make room for `rows` rows in every per-row array."""
-        if rows <= len(self.jur):
+        """Make room for `rows` rows in every per-row array, and one slot more: the last slot
+        is never a row, so its jurisdiction code stays 0 and `self.jur[NO_ROW]` reads the
+        code of no jurisdiction, which is what a never-seen ID has (see _restrict)."""
+        if rows < len(self.jur):
             return
-        capacity = max(rows, int(len(self.jur) * 1.25) + 1024)
+        capacity = max(rows + 1, int(len(self.jur) * 1.25) + 1024)
         self.jur = _resized(self.jur, capacity)
         self.erased = _resized(self.erased, capacity)
         for p in self.purposes.values():
@@ -176,7 +205,14 @@ class ConsentIndex:
             changed.extend(earlier.user_ids)
         return changed
 
-    def _codes(self, p: PurposeIndex, seq: int, rows: IntArray) -> CodeArray:
+    def _codes(
+        self,
+        p: PurposeIndex,
+        seq: int,
+        rows: IntArray,
+        times: Times | None = None,
+        exclude: int | None = None,
+    ) -> CodeArray:
         known = rows >= 0
         policy = p.policy_at(seq)
         out = cd.full(len(rows), cd.unknown_code(policy))
@@ -186,15 +222,40 @@ class ConsentIndex:
             # Subjects untouched since seq answer with the policy of then if on their default.
             default = known & cd.on_default(out)
             out[default] = p.default_codes(policy)[self.jur[rows[default]]]
+        if p.restrictions:
+            self._restrict(p, seq, rows, out, times, exclude)
         return out
 
+    def _restrict(
+        self,
+        p: PurposeIndex,
+        seq: int,
+        rows: IntArray,
+        out: CodeArray,
+        times: Times | None,
+        exclude: int | None = None,
+    ) -> None:
+        """Lay the restrictions in force as of seq over the codes (in place); never-seen IDs
+        count as subjects of no jurisdiction, which only `*` covers. `exclude`: answer as if
+        that restriction were not in force (what lifting it would change)."""
+        active = [r for r in p.restrictions if r.active(seq) and r.id != exclude]
+        if active:
+            # NO_ROW reads the spare last slot (no jurisdiction); BAD_ID reads some row, but a
+            # malformed ID's code is INVALID, which no restriction changes.
+            apply_restrictions(out, active, np.take(self.jur, rows), times)
+
     def number_codes(
-        self, purpose: str, seq: int, values: IntArray, earlier: Earlier | None = None
+        self,
+        purpose: str,
+        seq: int,
+        values: IntArray,
+        earlier: Earlier | None = None,
+        times: Times | None = None,
     ) -> tuple[CodeArray, list[int]]:
         """codes() for numeric IDs given as integers in [0, 10**18): no text at all."""
         with self.lock:
             p = self._purpose_at(purpose, seq, earlier)
-            out = self._codes(p, seq, self.ids.rows_of_numbers(values))
+            out = self._codes(p, seq, self.ids.rows_of_numbers(values), times)
             stale: list[int] = []
             changed = [int(u) for u in self._changed_after(seq, earlier) if is_numeric(u)]
             if changed:
@@ -202,9 +263,28 @@ class ConsentIndex:
             return out, stale
 
     def code_of(
-        self, purpose: str, seq: int, user_id: str, earlier: Earlier | None = None
+        self,
+        purpose: str,
+        seq: int,
+        user_id: str,
+        earlier: Earlier | None = None,
+        content_time: datetime | None = None,
     ) -> cd.Code | None:
         """The code of one well-formed ID as of seq, or None if the database must answer."""
+        found = self.decision_of(purpose, seq, user_id, earlier, content_time)
+        return None if found is None else found[0]
+
+    def decision_of(
+        self,
+        purpose: str,
+        seq: int,
+        user_id: str,
+        earlier: Earlier | None = None,
+        content_time: datetime | None = None,
+    ) -> tuple[cd.Code, RestrictionFacts | None] | None:
+        """The code of one well-formed ID as of seq, for content of that time if given, and
+        the restriction that denies it (the earliest placed) if one does; None if the
+        database must answer."""
         with self.lock:
             p = self._purpose_at(purpose, seq, earlier)
             if seq < self.seq and self.changed.get(user_id, 0) > seq:
@@ -214,14 +294,24 @@ class ConsentIndex:
             row = self.ids.row_of(user_id)
             policy = p.policy_at(seq)
             if row == NO_ROW:
-                return cd.Code(cd.unknown_code(policy))
-            code = cd.Code(int(p.eff[row]))
-            if policy is not p.policy and code.on_default:
-                code = cd.Code(int(p.default_codes(policy)[self.jur[row]]))
-            return code
+                code = cd.Code(cd.unknown_code(policy))
+            else:
+                code = cd.Code(int(p.eff[row]))
+                if policy is not p.policy and code.on_default:
+                    code = cd.Code(int(p.default_codes(policy)[self.jur[row]]))
+            if not p.restrictions or code.value == ERASED:
+                return code, None
+            jurisdiction = None if row == NO_ROW else JURISDICTIONS[self.jur[row]]
+            found = restriction_for(p.restrictions, purpose, jurisdiction, seq, content_time)
+            return (code, None) if found is None else (cd.Code(RESTRICTED), found)
 
     def codes(
-        self, purpose: str, seq: int, ids: pa.Array, earlier: Earlier | None = None
+        self,
+        purpose: str,
+        seq: int,
+        ids: pa.Array,
+        earlier: Earlier | None = None,
+        times: Times | None = None,
     ) -> tuple[CodeArray, list[int]]:
         """Codes for each ID as of seq, and the positions the database must answer instead.
 
@@ -232,7 +322,7 @@ class ConsentIndex:
         with self.lock:
             p = self._purpose_at(purpose, seq, earlier)
             rows = self.ids.rows_for(ids)
-            out = self._codes(p, seq, rows)
+            out = self._codes(p, seq, rows, times)
             stale: list[int] = []
             changed = self._changed_after(seq, earlier)
             if changed:
@@ -259,6 +349,42 @@ class ConsentIndex:
                 hit = pc.is_in(ids, value_set=changed).to_numpy(zero_copy_only=False)
                 stale = np.flatnonzero(hit).tolist()
             yield ids, out, stale
+
+    def allowed_in(
+        self,
+        purpose: str,
+        jurisdictions: frozenset[str],
+        exclude: int | None,
+        skip: Iterable[str] = (),
+    ) -> int:
+        """How many known subjects of these jurisdictions (selectors) are allowed for purpose
+        as of the index's seq, answered without a content time; with `exclude`, as if that
+        restriction were not in force; the users in `skip` left out. Slice by slice, so
+        readers wait for one slice at most."""
+        covered = covered_codes(jurisdictions)
+        with self.lock:
+            p, seq, n = self.purposes[purpose], self.seq, self.n_rows
+            skipped = [r for r in (self.ids.row_of(u) for u in skip) if r != NO_ROW]
+        total = 0
+        for start in range(0, n, COUNT_SLICE):
+            rows = np.arange(start, min(n, start + COUNT_SLICE), dtype=np.int64)
+            total += self._allowed_rows(p, seq, rows, covered, exclude)
+        if skipped:
+            total -= self._allowed_rows(p, seq, np.array(skipped, np.int64), covered, exclude)
+        return total
+
+    def _allowed_rows(
+        self,
+        p: PurposeIndex,
+        seq: int,
+        rows: IntArray,
+        covered: npt.NDArray[np.bool_],
+        exclude: int | None,
+    ) -> int:
+        with self.lock:
+            codes = self._codes(p, seq, rows, exclude=exclude)
+            inside = covered[self.jur[rows]]
+        return int(np.count_nonzero(cd.allowed(codes) & inside))
 
     # ------------------------------------------------------------------ applying the ledger
 
@@ -298,7 +424,10 @@ class ConsentIndex:
             policy_moved: set[str] = set()
             for e in events:
                 self.seq, self.at = e.seq, e.at
-                self._apply_one(e, touched, policy_moved)
+                if isinstance(e.event, ev.RestrictionEvent):
+                    self._apply_restriction(e.seq, e.event)
+                else:
+                    self._apply_one(e, touched, policy_moved)
             for key in policy_moved:
                 self.recompute_all(self.purposes[key])
             for row in touched:
@@ -353,6 +482,71 @@ class ConsentIndex:
             case _:
                 # An expiry needs no state change: resolution judges expiry by time already.
                 pass
+
+    def _apply_restriction(self, seq: int, event: ev.RestrictionEvent) -> None:
+        """One purpose's restriction placed or lifted at seq: its history gains the fact."""
+        p = self.purposes.get(event.purpose)
+        if p is None:
+            return
+        if isinstance(event, ev.RestrictionPlaced):
+            p.restrictions.append(replace(event.facts(seq), purposes=frozenset({event.purpose})))
+        elif isinstance(event, ev.RestrictionLifted):
+            p.restrictions = [
+                replace(r, lifted_seq=seq)
+                if r.id == event.restriction_id and r.lifted_seq is None
+                else r
+                for r in p.restrictions
+            ]
+
+
+@functools.lru_cache(maxsize=1024)
+def covered_codes(jurisdictions: frozenset[str]) -> npt.NDArray[np.bool_]:
+    """Which jurisdiction codes (by position in JURISDICTIONS) a set of selectors covers;
+    the code of no jurisdiction only by `*`."""
+    return np.array([selects(jurisdictions, j) for j in JURISDICTIONS], dtype=np.bool_)
+
+
+def apply_restrictions(
+    out: CodeArray,
+    active: Sequence[RestrictionFacts],
+    jur: npt.NDArray[np.uint8],
+    times: Times | None,
+) -> None:
+    """Deny (basis restriction) every answer an active restriction covers, in place: by the
+    jurisdiction code of each position, and for a windowed one only where the content time is
+    inside its window or missing (NO_TIME, or no times at all: fail closed). Erased subjects
+    stay erased and malformed IDs stay invalid.
+
+    One gather of a per-jurisdiction byte serves every restriction: bit 0 for those that deny
+    whatever the time, one bit each for (up to seven) windowed ones.
+    """
+    classes = np.zeros(len(JURISDICTIONS), dtype=np.uint8)
+    windowed: list[RestrictionFacts] = []
+    for r in active:
+        if r.window is None or times is None:
+            classes |= covered_codes(r.jurisdictions)
+        else:
+            windowed.append(r)
+    for bit, r in enumerate(windowed[:WINDOW_BITS], start=1):
+        classes[covered_codes(r.jurisdictions)] |= 1 << bit
+    cls = np.take(classes, jur)
+    hit = (cls & 1).view(np.bool_) if windowed else cls.view(np.bool_)
+    for bit, r in enumerate(windowed, start=1):
+        assert r.window is not None
+        assert times is not None
+        start, end = to_micros(r.window.start), to_micros(r.window.end)
+        inside = (times == NO_TIME) | ((times >= start) & (times < end))
+        covered = (
+            ((cls >> bit) & 1).view(np.bool_)
+            if bit <= WINDOW_BITS
+            else covered_codes(r.jurisdictions)[jur]
+        )
+        hit |= covered & inside
+    hit &= (out != ERASED) & (out != cd.INVALID)
+    # out = RESTRICTED where hit, by uint8 arithmetic: far cheaper than a masked store.
+    delta = np.uint8(RESTRICTED) - out
+    delta *= hit.view(np.uint8)
+    out += delta
 
 
 def _resized(array: Any, capacity: int) -> Any:

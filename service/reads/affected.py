@@ -6,11 +6,12 @@ which the ledger answers denied after the last change from granted in (as_of, S]
 they were denied all along since as_of (a member the run should not have used, still denied).
 
 A member's state changes only at their own events, whose `before` and `after` record it, and
-at the purpose's policy events, which record no one's state. So: the state as of S comes from
-the read index (decisions.codes / number_codes), the last granted -> denied change among a
-member's own events from one indexed range scan of the events table, and for the rare policy
-event that turned a default (or never-seen IDs) from granted to denied, the members it could
-have flipped are asked as of just before and at that event.
+at the purpose's policy and restriction events, which record no one's state. So: the state as
+of S comes from the read index (decisions.codes / number_codes), the last granted -> denied
+change among a member's own events from one indexed range scan of the events table, and for
+the rare policy event that turned a default (or never-seen IDs) from granted to denied, or
+restriction placed on the purpose, the members it could have flipped are asked as of just
+before and at that event.
 """
 
 from __future__ import annotations
@@ -122,8 +123,10 @@ def _expiries(denial: tuple[sa.ColumnElement[bool], ...], after: int) -> list[tu
 
 
 def denying_policy_events(purpose: str, after: int, through: int) -> list[int]:
-    """Seqs of the purpose's policy events in (after, through] that turned some default, or
-    the answer for never-seen IDs, from granted to denied; newest first."""
+    """Seqs of the purpose's events in (after, through] that no one's own event records but
+    that may have turned answers from granted to denied: policy events that turned some
+    default, or the answer for never-seen IDs, from granted to denied, and every restriction
+    placed on the purpose; newest first."""
     with read_transaction(consistent=False):
         policy = asof.policy_as_of(purpose, after)
         rows = db.session.execute(
@@ -137,14 +140,22 @@ def denying_policy_events(purpose: str, after: int, through: int) -> list[int]:
             )
             .order_by(Event.seq)
         ).all()
-    found: list[int] = []
+        placed = db.session.execute(
+            sa.select(Event.seq).where(
+                Event.purpose == purpose,
+                Event.kind == ev.Kind.RESTRICTION_PLACED.value,
+                Event.seq > after,
+                Event.seq <= through,
+            )
+        ).scalars()
+        found = [int(seq) for seq in placed]
     for row in rows:
         event = ev.from_row(row)
         assert isinstance(event, ev.PolicyEvent)
         if _denies_more(policy, event.policy):
             found.append(int(row.seq))
         policy = event.policy
-    return found[::-1]
+    return sorted(found, reverse=True)
 
 
 def _denies_more(old: Policy, new: Policy) -> bool:

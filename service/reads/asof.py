@@ -17,20 +17,17 @@ import sqlalchemy as sa
 
 from service.domain import events as ev
 from service.domain import validation
-from service.domain.clock import EPOCH, utcnow
+from service.domain.clock import EPOCH, RFC3339_RE, utcnow
 from service.domain.errors import NotFound, ValidationFailed
 from service.domain.policy import OverrideFacts, Policy, Resolution, SubjectFacts, resolve
 from service.ledger.transaction import lock_head
+from service.reads import restrictions
 from service.reads.consistent import head_seq, read_transaction
 from service.runtime.extensions import db
 from service.runtime.models import Choice, Event, Override, Purpose, Subject
 
 IN_CHUNK = 5000  # bound on bind parameters per statement (SQLite allows 32766)
 SEQ_RE = re.compile(r"[0-9]{1,19}")
-RFC3339_RE = re.compile(
-    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}"
-    r"(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2})"
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,19 +149,31 @@ def _last_events(
     return found
 
 
-def decide(purpose: str, pit: PointInTime, user_ids: Sequence[str]) -> list[Resolution]:
-    """Effective consent for each user ID (well-formed, any order) as of pit, in input order.
+def decide(
+    purpose: str,
+    pit: PointInTime,
+    user_ids: Sequence[str],
+    content_times: Sequence[datetime | None] | None = None,
+) -> list[Resolution]:
+    """Effective consent for each user ID (well-formed, any order) as of pit, in input order,
+    each for content of its time in `content_times` (aligned; None: no time).
 
     Each row read is exact by its seq on its own (see the module's docstring), so this needs
     no consistent snapshot and streams of IDs can be answered chunk by chunk.
     """
     with read_transaction(consistent=False):
-        return _decide(purpose, pit, user_ids)
+        return _decide(purpose, pit, user_ids, content_times)
 
 
-def _decide(purpose: str, pit: PointInTime, user_ids: Sequence[str]) -> list[Resolution]:
+def _decide(
+    purpose: str,
+    pit: PointInTime,
+    user_ids: Sequence[str],
+    content_times: Sequence[datetime | None] | None,
+) -> list[Resolution]:
     policy = policy_as_of(purpose, pit.seq)
     seq = pit.seq
+    orders = restrictions.facts(purpose, seq)
     unique = list(dict.fromkeys(user_ids))
     subjects: dict[str, SubjectFacts] = {}
     stale_jurisdiction: list[str] = []
@@ -228,7 +237,18 @@ def _decide(purpose: str, pit: PointInTime, user_ids: Sequence[str]) -> list[Res
         assert isinstance(event, ev.ChoiceSet)
         choices[user_id] = event.state
 
+    times = content_times if content_times is not None else [None] * len(user_ids)
     return [
-        resolve(subjects.get(u), choices.get(u), overrides.get(u, ()), policy, seq, pit.at)
-        for u in user_ids
+        resolve(
+            subjects.get(u),
+            choices.get(u),
+            overrides.get(u, ()),
+            policy,
+            seq,
+            pit.at,
+            purpose=purpose,
+            restrictions=orders,
+            content_time=t,
+        )
+        for u, t in zip(user_ids, times, strict=True)
     ]

@@ -4,6 +4,7 @@ from the database otherwise (before the index is built, or for IDs changed since
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -15,8 +16,8 @@ from service.domain.errors import NotFound
 from service.readindex import codes as cd
 from service.readindex.codes import CodeArray
 from service.readindex.follow import catch_up, follower, ready_index
-from service.readindex.index import ConsentIndex, Earlier, Stale, UnknownPurpose
-from service.reads import asof
+from service.readindex.index import ConsentIndex, Earlier, Stale, Times, UnknownPurpose
+from service.reads import asof, content_times
 from service.reads.consistent import read_transaction
 from service.runtime.extensions import db
 from service.runtime.models import Event
@@ -103,6 +104,7 @@ def _from_memory(
     seq: int,
     answer: Callable[[ConsentIndex, Earlier | None], tuple[CodeArray, list[int]]],
     texts_at: Callable[[list[int]], list[str]],
+    times: Times | None = None,
 ) -> CodeArray | None:
     """Codes from the index, with its stale positions answered by the database; None when the
     index cannot answer this seq at all."""
@@ -116,17 +118,21 @@ def _from_memory(
     except UnknownPurpose as unknown:
         raise _not_found(unknown) from None
     if stale:
-        out[stale] = codes_from_database(purpose, seq, texts_at(stale))
+        out[stale] = codes_from_database(
+            purpose, seq, texts_at(stale), content_times.datetimes(times, stale)
+        )
     return out
 
 
-def codes(purpose: str, seq: int, ids: pa.Array) -> CodeArray:
-    """The code (state and basis) of each ID as of seq; cd.INVALID for malformed IDs."""
+def codes(purpose: str, seq: int, ids: pa.Array, times: Times | None = None) -> CodeArray:
+    """The code (state and basis) of each ID as of seq; cd.INVALID for malformed IDs. With
+    `times` (aligned, NO_TIME where none), each answer is for content of that time."""
     out = _from_memory(
         purpose,
         seq,
-        lambda index, before: index.codes(purpose, seq, ids, before),
+        lambda index, before: index.codes(purpose, seq, ids, before, times),
         lambda at: pa.array(ids).take(pa.array(at)).to_pylist(),
+        times,
     )
     if out is not None:
         return out
@@ -134,42 +140,68 @@ def codes(purpose: str, seq: int, ids: pa.Array) -> CodeArray:
     valid = [i for i, t in enumerate(texts) if isinstance(t, str) and validation.is_user_id(t)]
     out = cd.full(len(texts), cd.INVALID)
     if valid:
-        out[valid] = codes_from_database(purpose, seq, [texts[i] for i in valid])
+        out[valid] = codes_from_database(
+            purpose, seq, [texts[i] for i in valid], content_times.datetimes(times, valid)
+        )
     return out
 
 
-def number_codes(purpose: str, seq: int, values: np.ndarray[Any, np.dtype[np.int64]]) -> CodeArray:
+def number_codes(
+    purpose: str,
+    seq: int,
+    values: np.ndarray[Any, np.dtype[np.int64]],
+    times: Times | None = None,
+) -> CodeArray:
     """codes() for numeric IDs given as integers in [0, 10**18)."""
     out = _from_memory(
         purpose,
         seq,
-        lambda index, before: index.number_codes(purpose, seq, values, before),
+        lambda index, before: index.number_codes(purpose, seq, values, before, times),
         lambda at: [str(v) for v in values[at]],
+        times,
     )
     if out is not None:
         return out
-    return codes(purpose, seq, pa.array([str(v) for v in values], pa.string()))
+    return codes(purpose, seq, pa.array([str(v) for v in values], pa.string()), times)
 
 
-def code_of(purpose: str, seq: int, user_id: str) -> cd.Code:
-    """The code of one well-formed ID as of seq: from memory when it can, else the database."""
+def code_of(purpose: str, seq: int, user_id: str, content_time: datetime | None = None) -> cd.Code:
+    """The code of one well-formed ID as of seq (for content of that time, if given): from
+    memory when it can, else the database."""
+    return decision_of(purpose, seq, user_id, content_time)[0]
+
+
+def decision_of(
+    purpose: str, seq: int, user_id: str, content_time: datetime | None = None
+) -> tuple[cd.Code, int | None]:
+    """code_of(), and the id of the restriction denying the ID (the earliest placed of those
+    that do) when its basis is `restriction`."""
     index = ready_index()
     if index is not None:
         try:
-            code = index.code_of(purpose, seq, user_id, earlier(index, seq))
+            found = index.decision_of(purpose, seq, user_id, earlier(index, seq), content_time)
         except Stale:
-            code = None
+            found = None
         except UnknownPurpose as unknown:
             raise _not_found(unknown) from None
-        if code is not None:
-            return code
-    return cd.Code(codes_from_database(purpose, seq, [user_id])[0])
-
-
-def codes_from_database(purpose: str, seq: int, user_ids: list[str]) -> list[int]:
-    """Codes for well-formed IDs as of seq, resolved by the database."""
+        if found is not None:
+            code, restriction = found
+            return code, None if restriction is None else restriction.id
     pit = asof.PointInTime(seq, asof.event_time(seq))
-    return [cd.encode(r) for r in asof.decide(purpose, pit, user_ids)]
+    res = asof.decide(purpose, pit, [user_id], [content_time])[0]
+    return cd.Code.of(res), None if res.restriction is None else res.restriction.id
+
+
+def codes_from_database(
+    purpose: str,
+    seq: int,
+    user_ids: list[str],
+    times: list[datetime | None] | None = None,
+) -> list[int]:
+    """Codes for well-formed IDs as of seq (each for content of its time, if given),
+    resolved by the database."""
+    pit = asof.PointInTime(seq, asof.event_time(seq))
+    return [cd.encode(r) for r in asof.decide(purpose, pit, user_ids, times)]
 
 
 def seq_checked(purpose: str, as_of: str | None) -> int:

@@ -9,7 +9,15 @@ from typing import Any
 import sqlalchemy as sa
 
 from service.domain.clock import EPOCH, isoformat
-from service.domain.policy import OverrideFacts, Policy, Resolution, SubjectFacts, resolve
+from service.domain.policy import (
+    OverrideFacts,
+    Policy,
+    Resolution,
+    RestrictionFacts,
+    SubjectFacts,
+    resolve,
+)
+from service.reads import restrictions as restriction_reads
 from service.runtime.extensions import db
 from service.runtime.models import Choice, Override, Purpose, Subject
 
@@ -32,6 +40,7 @@ class UserView:
     choices: dict[str, ChoiceFacts]
     overrides: dict[str, list[OverrideFacts]]
     policies: dict[str, Policy]
+    restrictions: tuple[RestrictionFacts, ...] = ()
 
     def resolve(self, purpose: str, seq: int, at: datetime | None) -> Resolution:
         """Resolve effective consent for one purpose as of seq (which happened at `at`)."""
@@ -43,6 +52,8 @@ class UserView:
             self.policies[purpose],
             seq,
             at or EPOCH,
+            purpose=purpose,
+            restrictions=self.restrictions,
         )
 
     def states(self, seq: int, at: datetime | None) -> dict[str, str]:
@@ -65,6 +76,7 @@ class UserView:
             "choice": choice.state if choice else None,
             "source": choice.source if choice else None,
             "default_selector": res.selector,
+            "restriction_id": None if res.restriction is None else res.restriction.id,
             "override": None
             if override is None
             else {
@@ -109,7 +121,9 @@ def load_user(user_id: str) -> UserView:
             sa.select(Override).where(Override.user_id == user_id, Override.lifted_seq.is_(None))
         ).scalars():
             overrides.setdefault(o.purpose, []).append(override_facts(o))
-    return UserView(user_id, subject, choices, overrides, policies())
+    return UserView(
+        user_id, subject, choices, overrides, policies(), tuple(restriction_reads.facts())
+    )
 
 
 def override_facts(o: Override) -> OverrideFacts:

@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import re
 from datetime import UTC
-from typing import Any
+from typing import Any, get_args
 
 import marshmallow as ma
 from marshmallow import fields, validate
 
-from service.domain.policy import STATES
+from service.domain.clock import RFC3339_RE
+from service.domain.policy import STATES, Basis
 from service.domain.validation import (
     SELECTORS,
 )
-from service.reads.asof import RFC3339_RE, SEQ_RE
+from service.reads.asof import SEQ_RE
 from service.web.spec import OPENAPI
 
 # Components that no marshmallow schema makes, registered by the ContractPlugin.
@@ -45,7 +46,7 @@ def _state_out(**kwargs: Any) -> fields.String:
 
 
 def _basis() -> fields.String:
-    return fields.String(metadata={"enum": ["erased", "override", "choice", "default", "unknown"]})
+    return fields.String(metadata={"enum": list(get_args(Basis))})
 
 
 def _timestamp(**kwargs: Any) -> fields.String:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import marshmallow as ma
 from marshmallow import fields, validate
 
 from consent_client.wire import MAX_BATCH, SNAPSHOT_FORMATS, SNAPSHOT_SETS
+from service.domain.clock import RFC3339_RE, RFC3339_RULE
 from service.domain.validation import (
     JURISDICTION_RE,
     PURPOSE_KEY_RE,
@@ -32,6 +34,13 @@ from service.web.fields import (
     _timestamp,
 )
 from service.web.spec import OPENAPI
+
+
+def _restriction_id() -> fields.Integer:
+    return fields.Integer(
+        allow_none=True,
+        metadata={"description": "The restriction that denies it, when basis is restriction"},
+    )
 
 
 class PurposeCreateSchema(StrictSchema):
@@ -120,6 +129,7 @@ class LookupSchema(ma.Schema):
     state = _state_out()
     basis = _basis()
     as_of = fields.Integer()
+    restriction_id = _restriction_id()
 
 
 class DecisionSchema(LookupSchema):
@@ -129,6 +139,7 @@ class DecisionSchema(LookupSchema):
     # Their own fields: shared ones would make openapi.yaml share YAML anchors between both.
     state = _state_out()
     basis = _basis()
+    restriction_id = _restriction_id()
 
     version = fields.Integer(metadata={"description": "Version of the user's choice (0: none)"})
     choice = _state_out(allow_none=True)
@@ -282,6 +293,25 @@ class AsOfArgsSchema(ma.Schema):
     )
 
 
+CONTENT_TIME_RE = re.compile(f"^(?:{RFC3339_RE.pattern})$")
+CONTENT_TIME_DOC = {
+    "description": "The time of the content the answer is for (RFC 3339 with an offset or Z): "
+    "a windowed restriction denies a time inside its window, and an answer without a time.",
+    "example": "2024-06-01T00:00:00Z",
+    OPENAPI: {"format": "date-time"},
+}
+
+
+class LookupArgsSchema(AsOfArgsSchema):
+    """The point in time a single lookup answers as of, and the content's time."""
+
+    content_time = Text(
+        load_default=None,
+        validate=validate.Regexp(CONTENT_TIME_RE, error=f"Must be {RFC3339_RULE}."),
+        metadata=CONTENT_TIME_DOC,
+    )
+
+
 class BatchLookupArgsSchema(StrictSchema):
     """Body of POST /v1/lookup/{purpose}."""
 
@@ -305,6 +335,18 @@ class BatchLookupArgsSchema(StrictSchema):
         },
     )
     as_of = AsOfField(load_default=None, metadata=AS_OF_BODY_DOC)
+    content_times = fields.List(
+        fields.Raw(
+            allow_none=True,
+            metadata={OPENAPI: {"type": "string", "format": "date-time", "nullable": True}},
+        ),
+        load_default=None,
+        metadata={
+            "description": "The time of each ID's content, aligned with user_ids (null: no "
+            "time); an ID sent twice is allowed only if it is for each of its times.",
+            "maxItems": MAX_BATCH,
+        },
+    )
 
 
 class BatchLookupSchema(ma.Schema):

@@ -13,7 +13,7 @@ from tests.conftest import Clock
 from tests.factories import PROBLEM, Api, assert_problem
 
 PURPOSE = "model_training"
-DECISION_FIELDS = {"user_id", "purpose", "allowed", "state", "basis", "as_of"}
+DECISION_FIELDS = {"user_id", "purpose", "allowed", "state", "basis", "as_of", "restriction_id"}
 
 
 def lookup(
@@ -86,6 +86,7 @@ def test_a_never_seen_id_is_answered_with_the_unknown_subject_state(
         "state": unknown_subject,
         "basis": "unknown",
         "as_of": head(api),
+        "restriction_id": None,
     }
 
 

@@ -1,10 +1,5 @@
 """Content times end to end: the client and `consent filter --time-column` against a real
-gunicorn under the 2024-style order (EEA subjects, content processed inside a window).
-
-These need the server side of issue 13 (restrictions, `content_time` on every read path). Until
-it is there, `needs_content_times` skips them saying so; once it is merged, delete that probe so
-that a server without content times fails here instead of skipping.
-"""
+gunicorn under the 2024-style order (EEA subjects, content processed inside a window)."""
 
 from __future__ import annotations
 
@@ -39,19 +34,6 @@ def send(live: LiveServer, role: str, method: str, path: str, **kwargs: Any) -> 
         return http.request(method, path, **kwargs)
 
 
-def needs_content_times(live: LiveServer) -> None:
-    """Skip, saying why, where the server does not take restrictions and content times yet."""
-    placed = send(live, "admin", "GET", "/v1/restrictions")
-    timed = send(live, "pipeline", "GET", f"/v1/lookup/{PURPOSE}/{US[0]}",
-                 params={"content_time": INSIDE})  # fmt: skip
-    if placed.status_code in (404, 405) or timed.status_code == 422:
-        pytest.skip(
-            "the server does not take restrictions and content times yet (the server side of "
-            f"issue 13): GET /v1/restrictions {placed.status_code}, content_time "
-            f"{timed.status_code}"
-        )
-
-
 def place(live: LiveServer, purpose: str, window: dict[str, str] | None) -> dict[str, Any]:
     """Place the 2024-style order on the EEA for `purpose`; the restriction."""
     body = {
@@ -73,7 +55,6 @@ def place(live: LiveServer, purpose: str, window: dict[str, str] | None) -> dict
 @pytest.fixture(scope="module")
 def restriction(server: LiveServer) -> dict[str, Any]:
     """EEA subjects who chose granted, under a windowed order on PURPOSE (never lifted here)."""
-    needs_content_times(server)
     for uid in CHOSE_GRANTED:
         put = send(server, "app", "PUT", f"/v1/users/{uid}/consents/{PURPOSE}",
                    json={"state": "granted"})  # fmt: skip

@@ -63,6 +63,15 @@ STATEFUL_REFUSALS = {
         "Idempotency-Key",
         "Reused with a different request",
     ): "an Idempotency-Key an earlier request used with another body",
+    # A restriction names purposes the ledger must have; its window and the content times of a
+    # batch are rules between fields; a selector given in two cases is given twice.
+    ("purposes.*", "No such purpose."): "a restriction on a purpose the ledger lacks",
+    ("window.to", "Must be later than window.from"): "a restriction window ending before it starts",
+    ("jurisdictions.*", "is given twice"): "a selector given twice in two letter cases",
+    (
+        "content_times",
+        "Must have exactly one entry per user ID",
+    ): "content_times of another length than user_ids",
 }
 
 
@@ -73,11 +82,15 @@ def stateful_refusal(response: Any) -> str | None:
     if response.status_code != 422:
         return None
     errors = response.json().get("errors") or {}
-    if len(errors) != 1:
-        return None
-    [(field, messages)] = errors.items()
+    found = [_refusal(field, messages) for field, messages in errors.items()]
+    # Every field refused must be refused for the state or a rule between fields.
+    return found[0] if found and all(found) else None
+
+
+def _refusal(field: str, messages: Any) -> str | None:
     for (name, phrase), what in STATEFUL_REFUSALS.items():
-        if field == name and all(phrase in str(message) for message in messages):
+        named = field == name or (name.endswith(".*") and field.startswith(name[:-1]))
+        if named and all(phrase in str(message) for message in messages):
             return what
     return None
 

@@ -287,7 +287,7 @@ def test_the_arrow_filter_without_times_still_sends_the_ids_alone(
 
 
 def test_the_client_reads_times_by_the_same_pattern_as_the_ledger() -> None:
-    from service.reads.asof import RFC3339_RE
+    from service.domain.clock import RFC3339_RE
 
     assert RFC3339_RE.pattern == RFC3339_PATTERN
 

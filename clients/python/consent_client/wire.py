@@ -12,7 +12,6 @@ AS_OF_HEADER: Final = "Consent-As-Of"
 TEXT_IDS: Final = "text/plain"
 ARROW_STREAM: Final = "application/vnd.apache.arrow.stream"
 ALLOWED_COLUMN: Final = "allowed"
-
 # The most IDs one POST /v1/lookup/{purpose} may carry; more go through the filter.
 MAX_BATCH: Final = 10_000
 

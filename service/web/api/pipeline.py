@@ -18,6 +18,7 @@ from service.web.schemas import (
     BatchLookupSchema,
     ChangesArgsSchema,
     ChangesSchema,
+    LookupArgsSchema,
     LookupSchema,
     SnapshotArgsSchema,
 )
@@ -46,12 +47,13 @@ class Lookup(MethodView):
     """One decision."""
 
     @requires("pipeline")
-    @blp.arguments(AsOfArgsSchema(), location="query")
+    @blp.arguments(LookupArgsSchema(), location="query")
     @blp.response(200, LookupSchema)
     def get(self, args: dict[str, Any], purpose: str, user_id: str) -> Any:
-        """Decide one user ID for a purpose, as of the head or a given seq or time."""
+        """Decide one user ID for a purpose, as of the head or a given seq or time, for
+        content of a given time if said."""
         # The hot path: a plain dict straight to JSON, no schema dump (LookupSchema documents it).
-        return json_response(lookups.lookup(purpose, user_id, args["as_of"]))
+        return json_response(lookups.lookup(purpose, user_id, args["as_of"], args["content_time"]))
 
 
 @blp.route("/lookup/<purpose_key:purpose>")
@@ -62,8 +64,11 @@ class BatchLookup(MethodView):
     @blp.arguments(BatchLookupArgsSchema())
     @blp.response(200, BatchLookupSchema)
     def post(self, body: dict[str, Any], purpose: str) -> Any:
-        """Split up to 10,000 user IDs into allowed and denied."""
-        return json_response(lookups.batch_lookup(purpose, body["user_ids"], body["as_of"]))
+        """Split up to 10,000 user IDs into allowed and denied (each for content of its time,
+        if content_times are given)."""
+        return json_response(
+            lookups.batch_lookup(purpose, body["user_ids"], body["as_of"], body["content_times"])
+        )
 
 
 @blp.route("/filter/<purpose_key:purpose>")
@@ -77,8 +82,12 @@ class Filter(MethodView):
             # Any number of IDs includes none: an empty body (HTTP cannot tell it from no
             # body) is answered with no IDs.
             "required": False,
-            "description": "Newline-separated user IDs (any number, none included), or an "
-            "Arrow IPC stream with one column of string or int64 IDs.",
+            "description": "Newline-separated user IDs (any number, none included), each "
+            "optionally followed by a tab and its content's time (RFC 3339 with an offset); "
+            "or an Arrow IPC stream with one column of string or int64 IDs, optionally beside "
+            f"a timezone-aware timestamp column named `{wire.CONTENT_TIME_COLUMN}` (null: no "
+            "time). A time that is not one is a 422 naming its line or row when found before "
+            "the answer has begun, else the answer is cut short.",
             "content": {
                 wire.TEXT_IDS: {"schema": {"type": "string"}},
                 wire.ARROW_STREAM: {"schema": BINARY},
@@ -105,12 +114,13 @@ class Filter(MethodView):
         seq = decisions.seq_checked(purpose, args["as_of"])
         headers = {wire.AS_OF_HEADER: str(seq)}
         if request.mimetype == wire.ARROW_STREAM:
-            reader = lookups.open_arrow(request.stream)
+            reader = lookups.open_arrow(request.stream, with_times=True)
             body = lookups.filter_arrow(purpose, seq, reader)
             mimetype = wire.ARROW_STREAM
         else:
             body = lookups.filter_text(purpose, seq, request.stream)
             mimetype = wire.TEXT_IDS
+        body = lookups.started(body)
         return Response(stream_with_context(body), mimetype=mimetype, headers=headers)
 
 
