@@ -1,8 +1,15 @@
 """The in-memory read index: every subject's effective consent per purpose, following the head.
 
 Each worker holds one. Per row (see directory.py for ID -> row): a jurisdiction code and an
-erased flag; per purpose and row: the user's choice and one effective code (codes.py). Overrides,
-being few, are kept per row as the same facts the pure resolution rule takes.
+erased flag; per purpose and row: the user's choice and one effective code (codes.py), and once
+any choice for the purpose named the notice it was made under, that notice version (a small int
+into the purpose's list of versions). Overrides, being few, are kept per row as the same facts
+the pure resolution rule takes.
+
+A purpose's legal bases are not in the stored codes: `not_offered` is laid over them at answer
+time, per jurisdiction code, from the policy as of the answer's seq (so a change of legal
+bases moves no stored code, and every as_of sees its own). A purpose without legal bases pays
+one test for it.
 
 The index is built from one consistent read of the state tables (build.py) and then follows the
 ledger by applying the typed events after its seq (follow.py). An answer as of the head is a
@@ -28,7 +35,15 @@ import pyarrow.compute as pc
 
 from service.domain import events as ev
 from service.domain.clock import EPOCH
-from service.domain.policy import COUNTRY_CODES, OverrideFacts, Policy, SubjectFacts, resolve
+from service.domain.policy import (
+    COUNTRY_CODES,
+    DEFAULT_LEGAL_BASIS,
+    OverrideFacts,
+    Policy,
+    SubjectFacts,
+    legal_basis_for,
+    resolve,
+)
 from service.readindex import codes as cd
 from service.readindex.codes import CodeArray
 from service.readindex.directory import BAD_ID, NO_ROW, Directory, IntArray, is_numeric
@@ -38,6 +53,9 @@ JUR_CODE = {j: i for i, j in enumerate(JURISDICTIONS)}
 CHOICE_CODE = {None: 0, "granted": 1, "denied": 2}
 CHOICE_STATE = (None, "granted", "denied")
 COMPACT_AFTER = 50_000
+NOT_OFFERED = cd.make("not_offered", False)
+ERASED = cd.make("erased", False)
+CHOICE_CODES = frozenset({cd.make("choice", False), cd.make("choice", True)})
 
 
 class Stale(Exception):
@@ -74,6 +92,31 @@ class RecordedEvent:
     ticket: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class LegalTable:
+    """A policy's legal basis for each jurisdiction code, and where it is not_offered."""
+
+    bases: tuple[str, ...]
+    not_offered: npt.NDArray[np.bool_] | None  # None: offered everywhere
+
+    @classmethod
+    def of(cls, policy: Policy) -> LegalTable:
+        """The table of a policy, by the resolution rule's own selector order."""
+        bases = tuple(legal_basis_for(policy, j) for j in JURISDICTIONS)
+        mask = np.array([b == "not_offered" for b in bases], dtype=np.bool_)
+        return cls(bases, mask if mask.any() else None)
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """One ID's answer as of a seq: its code, the purpose's legal basis in the subject's
+    jurisdiction, and when the basis is the user's choice, the notice version it was made under."""
+
+    code: cd.Code
+    legal_basis: str = DEFAULT_LEGAL_BASIS
+    notice_version: str | None = None
+
+
 @dataclass
 class PurposeIndex:
     """One purpose's policy history and per-row state."""
@@ -84,6 +127,13 @@ class PurposeIndex:
     choice: npt.NDArray[np.int8]
     eff: CodeArray
     overrides: dict[int, list[OverrideFacts]] = field(default_factory=dict)
+    # Per row: 1 + the position of its choice's notice version in notice_versions (0: none);
+    # allocated only once some choice for the purpose named a notice version.
+    notice: npt.NDArray[np.unsignedinteger[Any]] | None = None
+    notice_versions: list[str] = field(default_factory=list)
+    notice_codes: dict[str, int] = field(default_factory=dict)
+    # id(policy) -> (policy, its legal table): a policy of the history lives as long as this.
+    legal: dict[int, tuple[Policy, LegalTable]] = field(default_factory=dict)
 
     @property
     def policy(self) -> Policy:
@@ -98,6 +148,55 @@ class PurposeIndex:
     def default_codes(self, policy: Policy) -> CodeArray:
         """The default code of each jurisdiction code under a policy."""
         return cd.default_codes(policy, JURISDICTIONS)
+
+    def legal_at(self, policy: Policy) -> LegalTable | None:
+        """The legal table of a policy of this purpose; None when it names no legal bases
+        (consent everywhere), which is the one test the common case pays."""
+        if not policy.legal_bases:
+            return None
+        kept = self.legal.get(id(policy))
+        if kept is None or kept[0] is not policy:
+            kept = (policy, LegalTable.of(policy))
+            self.legal[id(policy)] = kept
+        return kept[1]
+
+    def _notice_code(self, version: str) -> int:
+        code = self.notice_codes.get(version)
+        if code is None:
+            self.notice_versions.append(version)
+            code = self.notice_codes[version] = len(self.notice_versions)
+            if self.notice is not None and code > np.iinfo(self.notice.dtype).max:
+                self.notice = self.notice.astype(np.uint32)
+        return code
+
+    def set_notice(self, row: int, version: str | None) -> None:
+        """Record the notice version of a row's choice (None: not said)."""
+        if version is None:
+            if self.notice is not None:
+                self.notice[row] = 0
+            return
+        if self.notice is None:
+            self.notice = np.zeros(len(self.choice), dtype=np.uint16)
+        code = self._notice_code(version)
+        self.notice[row] = code
+
+    def load_notices(self, rows: IntArray, versions: pa.Array) -> None:
+        """set_notice for many rows at once (versions: strings or nulls, aligned to rows)."""
+        encoded = pc.dictionary_encode(versions)
+        codes = np.array([0, *(self._notice_code(v) for v in encoded.dictionary.to_pylist())])
+        indices = pc.fill_null(pc.add(encoded.indices, 1), 0).to_numpy(zero_copy_only=False)
+        if self.notice is None:
+            self.notice = np.zeros(len(self.choice), dtype=np.uint16)
+        if codes.max() > np.iinfo(self.notice.dtype).max:
+            self.notice = self.notice.astype(np.uint32)
+        self.notice[rows] = codes[indices]
+
+    def notice_of(self, row: int) -> str | None:
+        """The notice version of a row's choice, if it named one."""
+        if self.notice is None or row < 0:
+            return None
+        code = int(self.notice[row])
+        return self.notice_versions[code - 1] if code else None
 
 
 class ConsentIndex:
@@ -131,6 +230,8 @@ class ConsentIndex:
         for p in self.purposes.values():
             p.choice = _resized(p.choice, capacity)
             p.eff = _resized(p.eff, capacity)
+            if p.notice is not None:
+                p.notice = _resized(p.notice, capacity)
 
     def add_purpose_arrays(
         self, key: str, created_seq: int, history: list[tuple[int, Policy]]
@@ -156,6 +257,8 @@ class ConsentIndex:
         self.erased[row] = False
         for p in self.purposes.values():
             p.choice[row] = 0
+            if p.notice is not None:
+                p.notice[row] = 0
         return row
 
     # ------------------------------------------------------------------ answers
@@ -186,7 +289,21 @@ class ConsentIndex:
             # Subjects untouched since seq answer with the policy of then if on their default.
             default = known & cd.on_default(out)
             out[default] = p.default_codes(policy)[self.jur[rows[default]]]
+        self._not_offered(p, policy, rows, out)
         return out
+
+    def _not_offered(self, p: PurposeIndex, policy: Policy, rows: IntArray, out: CodeArray) -> None:
+        """Lay not_offered over the codes where the policy (as of the answer) does not offer the
+        purpose in the subject's jurisdiction; never-seen IDs are judged under `*` alone, as
+        subjects without one. Erased subjects stay erased and malformed IDs invalid."""
+        table = p.legal_at(policy)
+        if table is None or table.not_offered is None:
+            return
+        known = rows >= 0
+        jur = np.zeros(len(rows), dtype=np.uint8)
+        jur[known] = self.jur[rows[known]]
+        hit = table.not_offered[jur] & (out != cd.INVALID) & (out != ERASED)
+        out[hit] = NOT_OFFERED
 
     def number_codes(
         self, purpose: str, seq: int, values: IntArray, earlier: Earlier | None = None
@@ -205,6 +322,14 @@ class ConsentIndex:
         self, purpose: str, seq: int, user_id: str, earlier: Earlier | None = None
     ) -> cd.Code | None:
         """The code of one well-formed ID as of seq, or None if the database must answer."""
+        answer = self.answer_of(purpose, seq, user_id, earlier)
+        return None if answer is None else answer.code
+
+    def answer_of(
+        self, purpose: str, seq: int, user_id: str, earlier: Earlier | None = None
+    ) -> Answer | None:
+        """The answer for one well-formed ID as of seq (code, legal basis, notice version), or
+        None if the database must answer."""
         with self.lock:
             p = self._purpose_at(purpose, seq, earlier)
             if seq < self.seq and self.changed.get(user_id, 0) > seq:
@@ -214,11 +339,24 @@ class ConsentIndex:
             row = self.ids.row_of(user_id)
             policy = p.policy_at(seq)
             if row == NO_ROW:
-                return cd.Code(cd.unknown_code(policy))
-            code = cd.Code(int(p.eff[row]))
-            if policy is not p.policy and code.on_default:
-                code = cd.Code(int(p.default_codes(policy)[self.jur[row]]))
-            return code
+                code, jur = cd.unknown_code(policy), 0
+            else:
+                code, jur = int(p.eff[row]), int(self.jur[row])
+                if policy is not p.policy and cd.Code(code).on_default:
+                    code = int(p.default_codes(policy)[jur])
+            code, legal = self._legal_one(p, policy, jur, code)
+            notice = p.notice_of(row) if code in CHOICE_CODES else None
+            return Answer(cd.Code(code), legal, notice)
+
+    def _legal_one(self, p: PurposeIndex, policy: Policy, jur: int, code: int) -> tuple[int, str]:
+        """_not_offered for one answer: its code and the legal basis of its jurisdiction."""
+        table = p.legal_at(policy)
+        if table is None:
+            return code, DEFAULT_LEGAL_BASIS
+        legal = table.bases[jur]
+        if legal == "not_offered" and code != ERASED:
+            code = NOT_OFFERED
+        return code, legal
 
     def codes(
         self, purpose: str, seq: int, ids: pa.Array, earlier: Earlier | None = None
@@ -269,7 +407,7 @@ class ConsentIndex:
                 subject,
                 CHOICE_STATE[p.choice[row]],
                 p.overrides.get(row, ()),
-                p.policy,
+                _stored(p.policy),
                 self.seq,
                 self.at,
             )
@@ -331,8 +469,9 @@ class ConsentIndex:
                 self.jur[row] = JUR_CODE.get(jurisdiction, 0)
             case ev.SubjectErased():
                 self.erased[row] = True
-            case ev.ChoiceSet(state=state) if p is not None:
+            case ev.ChoiceSet(state=state, notice_version=notice_version) if p is not None:
                 p.choice[row] = CHOICE_CODE.get(state, 0)
+                p.set_notice(row, notice_version)
             case ev.OverridePlaced() if p is not None:
                 p.overrides.setdefault(row, []).append(
                     OverrideFacts(
@@ -353,6 +492,12 @@ class ConsentIndex:
             case _:
                 # An expiry needs no state change: resolution judges expiry by time already.
                 pass
+
+
+def _stored(policy: Policy) -> Policy:
+    """The policy the stored codes are resolved under: without legal bases, which are laid
+    over them at answer time (see _not_offered)."""
+    return Policy(policy.defaults, policy.unknown_subject) if policy.legal_bases else policy
 
 
 def _resized(array: Any, capacity: int) -> Any:

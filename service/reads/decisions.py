@@ -15,7 +15,7 @@ from service.domain.errors import NotFound
 from service.readindex import codes as cd
 from service.readindex.codes import CodeArray
 from service.readindex.follow import catch_up, follower, ready_index
-from service.readindex.index import ConsentIndex, Earlier, Stale, UnknownPurpose
+from service.readindex.index import Answer, ConsentIndex, Earlier, Stale, UnknownPurpose
 from service.reads import asof
 from service.reads.consistent import read_transaction
 from service.runtime.extensions import db
@@ -153,17 +153,26 @@ def number_codes(purpose: str, seq: int, values: np.ndarray[Any, np.dtype[np.int
 
 def code_of(purpose: str, seq: int, user_id: str) -> cd.Code:
     """The code of one well-formed ID as of seq: from memory when it can, else the database."""
+    return answer_of(purpose, seq, user_id).code
+
+
+def answer_of(purpose: str, seq: int, user_id: str) -> Answer:
+    """One well-formed ID's answer as of seq (code, legal basis, notice version): from memory
+    when it can, else the database."""
     index = ready_index()
     if index is not None:
         try:
-            code = index.code_of(purpose, seq, user_id, earlier(index, seq))
+            answer = index.answer_of(purpose, seq, user_id, earlier(index, seq))
         except Stale:
-            code = None
+            answer = None
         except UnknownPurpose as unknown:
             raise _not_found(unknown) from None
-        if code is not None:
-            return code
-    return cd.Code(codes_from_database(purpose, seq, [user_id])[0])
+        if answer is not None:
+            return answer
+    pit = asof.PointInTime(seq, asof.event_time(seq))
+    found = asof.decided(purpose, pit, [user_id])[0]
+    res = found.resolution
+    return Answer(cd.Code.of(res), res.legal_basis, found.notice_version)
 
 
 def codes_from_database(purpose: str, seq: int, user_ids: list[str]) -> list[int]:

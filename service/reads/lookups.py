@@ -25,13 +25,15 @@ ALLOWED_SCHEMA = pa.schema([pa.field(ALLOWED_COLUMN, pa.bool_(), nullable=False)
 
 
 def lookup(purpose: str, user_id: str, as_of: str | None) -> dict[str, Any]:
-    """One decision: {user_id, purpose, allowed, state, basis, as_of}.
+    """One decision: {user_id, purpose, allowed, state, basis, as_of, legal_basis,
+    notice_version}.
 
     A never-seen ID answers the purpose's unknown_subject state.
     """
     user_id = validation.user_id(user_id)
     seq = decisions.seq_for(as_of, purpose)
-    code = decisions.code_of(purpose, seq, user_id)
+    answer = decisions.answer_of(purpose, seq, user_id)
+    code = answer.code
     metrics.count_code(purpose, code)
     return {
         "user_id": user_id,
@@ -40,6 +42,8 @@ def lookup(purpose: str, user_id: str, as_of: str | None) -> dict[str, Any]:
         "state": code.state,
         "basis": code.basis,
         "as_of": seq,
+        "legal_basis": answer.legal_basis,
+        "notice_version": answer.notice_version,
     }
 
 

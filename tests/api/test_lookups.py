@@ -13,7 +13,16 @@ from tests.conftest import Clock
 from tests.factories import PROBLEM, Api, assert_problem
 
 PURPOSE = "model_training"
-DECISION_FIELDS = {"user_id", "purpose", "allowed", "state", "basis", "as_of"}
+DECISION_FIELDS = {
+    "user_id",
+    "purpose",
+    "allowed",
+    "state",
+    "basis",
+    "as_of",
+    "legal_basis",
+    "notice_version",
+}
 
 
 def lookup(
@@ -86,6 +95,8 @@ def test_a_never_seen_id_is_answered_with_the_unknown_subject_state(
         "state": unknown_subject,
         "basis": "unknown",
         "as_of": head(api),
+        "legal_basis": "consent",
+        "notice_version": None,
     }
 
 
