@@ -38,6 +38,7 @@ TABLES = (
     "overrides",
     "choices",
     "subjects",
+    "notices",
     "purposes",
     "api_keys",
 )

@@ -18,6 +18,13 @@ PURPOSE_KEY_RULE = "^[a-z][a-z0-9_]{1,47}$"
 NOTICE_VERSION_PATTERN = "^[A-Za-z0-9._-]{1,32}$"
 NOTICE_VERSION_RE = re.compile(NOTICE_VERSION_PATTERN)
 NOTICE_VERSION_RULE = "1-32 characters from A-Z a-z 0-9 . _ -"
+# A notice's text holds something besides blanks (and no NUL); spelt without \s, which means
+# other characters in Python than in the ECMA regexes of openapi.yaml.
+NOTICE_TEXT_PATTERN = "^[^\\x00]*[^\\x00 \\t\\r\\n][^\\x00]*$"
+NOTICE_TEXT_RE = re.compile(NOTICE_TEXT_PATTERN)
+# Where a notice is published: an http(s) URL in ASCII (anything else percent-encoded).
+NOTICE_URL_PATTERN = "^https?://[A-Za-z0-9.-]+(?::[0-9]{1,5})?(?:[/?#][!-~]*)?$"
+NOTICE_URL_RE = re.compile(NOTICE_URL_PATTERN)
 
 
 def _any_case(codes: Iterable[str]) -> str:

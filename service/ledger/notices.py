@@ -40,9 +40,15 @@ def publish(
     """Publish a version of a purpose's notice: the row and its notice_published event."""
     purpose = validation.purpose_key(purpose, field="key")
     version = validation.notice_version(version, field="version")
-    if not text.strip():
+    if validation.NOTICE_TEXT_RE.fullmatch(text) is None:
         raise ValidationFailed(
-            "A notice needs text: what users are shown.", errors={"text": ["Must not be blank."]}
+            "A notice needs text (what users are shown): not blank, no NUL bytes.",
+            errors={"text": ["Must not be blank."]},
+        )
+    if url is not None and validation.NOTICE_URL_RE.fullmatch(url) is None:
+        raise ValidationFailed(
+            f"{url[:80]!r} is not an http or https URL.",
+            errors={"url": ["Must be an http or https URL (ASCII; percent-encode the rest)."]},
         )
     with LedgerWrite(actor) as w:
         if db.session.get(Purpose, purpose) is None:

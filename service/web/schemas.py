@@ -10,6 +10,8 @@ from marshmallow import fields, validate
 from consent_client.wire import MAX_BATCH, SNAPSHOT_FORMATS, SNAPSHOT_SETS
 from service.domain.validation import (
     JURISDICTION_RE,
+    NOTICE_TEXT_RE,
+    NOTICE_URL_RE,
     NOTICE_VERSION_RE,
     NOTICE_VERSION_RULE,
     PURPOSE_KEY_RE,
@@ -104,12 +106,21 @@ class NoticePutSchema(StrictSchema):
         validate=validate.Regexp(NOTICE_VERSION_RE, error=f"Must be {NOTICE_VERSION_RULE}."),
         metadata=NOTICE_VERSION_FIELD,
     )
-    text = Text(multiline=True, required=True, validate=validate.Length(min=1, max=20000))
-    url = fields.Url(
+    text = Text(
+        multiline=True,
+        required=True,
+        validate=[
+            validate.Length(min=1, max=20000),
+            validate.Regexp(NOTICE_TEXT_RE, error="Must not be blank."),
+        ],
+    )
+    url = Text(
         load_default=None,
         allow_none=True,
-        schemes={"http", "https"},
-        validate=validate.Length(max=2000),
+        validate=[
+            validate.Length(max=2000),
+            validate.Regexp(NOTICE_URL_RE, error="Must be an http or https URL."),
+        ],
         metadata={"description": "Where the full notice is published (http or https)"},
     )
 
@@ -239,11 +250,12 @@ class ChoicePutSchema(StrictSchema):
     )
     notice_version = fields.String(
         load_default=None,
+        allow_none=True,
         validate=validate.Regexp(NOTICE_VERSION_RE, error=f"Must be {NOTICE_VERSION_RULE}."),
         metadata={
             **NOTICE_VERSION_FIELD,
             "description": "The version of the purpose's notice the user was shown; it must "
-            "have been published (PUT /v1/purposes/{key}/notice).",
+            "have been published (PUT /v1/purposes/{key}/notice). Null or absent: not said.",
         },
     )
 
