@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,6 +15,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from service import create_app
+from service.reads import impact
 from service.runtime.extensions import db
 from tests.conftest import app_config
 from tests.factories import Api, assert_problem, bearer, ledger_state
@@ -284,3 +286,66 @@ def test_a_snapshot_as_of_before_a_wildcard_not_offered_leaves_out_later_subject
     )
     assert resp.status_code == 200
     assert resp.get_data(as_text=True).splitlines() == ['{"user_id":"a","basis":"not_offered"}']
+
+
+# --- what a change of legal bases does to others ----------------------------------------------
+
+
+def test_the_impact_preview_counts_choices_and_overrides_that_not_offered_overrules(
+    app: Flask, api: Api
+) -> None:
+    api.purpose(defaults={"*": "granted"})
+    for user_id, jurisdiction in (("fr1", "FR"), ("fr2", "FR"), ("fr3", "FR"), ("us", "US")):
+        api.user(user_id, jurisdiction=jurisdiction)
+    api.user("fr4", jurisdiction="FR")
+    api.choose("fr1", "granted")
+    api.choose("fr2", "denied")  # denied already: no change
+    api.override("fr3", "granted")
+    api.call("DELETE", "/v1/users/fr4", role="app")  # erased: no change
+    with app.app_context():
+        withdrawn = impact.default_change(PURPOSE, {"*": "granted"}, {"EEA": "not_offered"})
+        defaults_only = impact.default_change(PURPOSE, {"*": "denied"})
+    assert withdrawn == {
+        "purpose": PURPOSE,
+        "on_default": 1,
+        "with_own_state": 3,
+        "to_granted": 0,
+        "to_denied": 2,
+        "changed": 2,
+    }
+    assert (defaults_only["changed"], defaults_only["with_own_state"]) == (1, 0)
+    patch(api, {"legal_bases": {"EEA": "not_offered"}})
+    with app.app_context():
+        offered_again = impact.default_change(PURPOSE, {"*": "granted"}, {})
+        unchanged = impact.default_change(PURPOSE, {"*": "granted"})
+    assert (offered_again["to_granted"], offered_again["changed"]) == (2, 2)
+    assert unchanged["changed"] == 0
+
+
+def test_withdrawing_a_purpose_from_a_jurisdiction_is_the_event_that_affected_run_members(
+    api: Api,
+) -> None:
+    api.purpose(defaults={"*": "granted"})
+    api.user("fr", jurisdiction="FR")
+    api.user("us", jurisdiction="US")
+    api.choose("fr", "granted")
+    run = api.call(
+        "POST",
+        "/v1/runs",
+        role="pipeline",
+        json={"name": "run-1", "purpose": PURPOSE, "as_of": head(api)},
+    ).get_json()
+    members = api.call(
+        "PUT",
+        f"/v1/runs/{run['id']}/members",
+        role="pipeline",
+        data=b"fr\nus\n",
+        headers={"Content-Type": "text/plain"},
+    )
+    assert members.status_code == 201, members.get_json()
+    patch(api, {"legal_bases": {"EEA": "not_offered"}})
+    resp = api.call("GET", f"/v1/runs/{run['id']}/affected?format=ndjson", role="support")
+    assert resp.status_code == 200
+    assert [json.loads(line) for line in resp.get_data(as_text=True).splitlines()] == [
+        {"user_id": "fr", "basis": "not_offered", "seq": head(api)}
+    ]
