@@ -26,7 +26,7 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -107,10 +107,10 @@ class LegalTable:
         return cls(bases, mask if mask.any() else None)
 
 
-@dataclass(frozen=True, slots=True)
-class Answer:
+class Answer(NamedTuple):
     """One ID's answer as of a seq: its code, the purpose's legal basis in the subject's
-    jurisdiction, and when the basis is the user's choice, the notice version it was made under."""
+    jurisdiction, and when the basis is the user's choice, the notice version it was made under.
+    (A tuple: the single lookup makes one per request.)"""
 
     code: cd.Code
     legal_basis: str = DEFAULT_LEGAL_BASIS
@@ -195,7 +195,7 @@ class PurposeIndex:
         """The notice version of a row's choice, if it named one."""
         if self.notice is None or row < 0:
             return None
-        code = int(self.notice[row])
+        code = self.notice[row]
         return self.notice_versions[code - 1] if code else None
 
 
@@ -339,24 +339,17 @@ class ConsentIndex:
             row = self.ids.row_of(user_id)
             policy = p.policy_at(seq)
             if row == NO_ROW:
-                code, jur = cd.unknown_code(policy), 0
+                code = cd.unknown_code(policy)
             else:
-                code, jur = int(p.eff[row]), int(self.jur[row])
+                code = int(p.eff[row])
                 if policy is not p.policy and cd.Code(code).on_default:
-                    code = int(p.default_codes(policy)[jur])
-            code, legal = self._legal_one(p, policy, jur, code)
+                    code = int(p.default_codes(policy)[self.jur[row]])
+            legal = DEFAULT_LEGAL_BASIS
+            table = p.legal_at(policy)
+            if table is not None:
+                code, legal = _not_offered_one(table, 0 if row == NO_ROW else self.jur[row], code)
             notice = p.notice_of(row) if code in CHOICE_CODES else None
             return Answer(cd.Code(code), legal, notice)
-
-    def _legal_one(self, p: PurposeIndex, policy: Policy, jur: int, code: int) -> tuple[int, str]:
-        """_not_offered for one answer: its code and the legal basis of its jurisdiction."""
-        table = p.legal_at(policy)
-        if table is None:
-            return code, DEFAULT_LEGAL_BASIS
-        legal = table.bases[jur]
-        if legal == "not_offered" and code != ERASED:
-            code = NOT_OFFERED
-        return code, legal
 
     def codes(
         self, purpose: str, seq: int, ids: pa.Array, earlier: Earlier | None = None
@@ -492,6 +485,15 @@ class ConsentIndex:
             case _:
                 # An expiry needs no state change: resolution judges expiry by time already.
                 pass
+
+
+def _not_offered_one(table: LegalTable, jur: int, code: int) -> tuple[int, str]:
+    """ConsentIndex._not_offered for one answer: its code, and the legal basis of its
+    jurisdiction code."""
+    legal = table.bases[jur]
+    if legal == "not_offered" and code != ERASED:
+        code = NOT_OFFERED
+    return code, legal
 
 
 def _stored(policy: Policy) -> Policy:
