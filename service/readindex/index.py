@@ -344,7 +344,7 @@ class ConsentIndex:
                 code = int(p.eff[row])
                 if policy is not p.policy and cd.Code(code).on_default:
                     code = int(p.default_codes(policy)[self.jur[row]])
-            legal = DEFAULT_LEGAL_BASIS
+            legal: str = DEFAULT_LEGAL_BASIS
             table = p.legal_at(policy)
             if table is not None:
                 code, legal = _not_offered_one(table, 0 if row == NO_ROW else self.jur[row], code)
