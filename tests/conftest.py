@@ -39,6 +39,7 @@ TABLES = (
     "restrictions",
     "choices",
     "subjects",
+    "notices",
     "purposes",
     "api_keys",
     "signing_keys",

@@ -23,6 +23,7 @@ LEDGER_TABLES = (
     "overrides",
     "restrictions",
     "purposes",
+    "notices",
     "api_keys",
     "idempotency_records",
     "runs",
@@ -103,18 +104,18 @@ class Api:
         key: str = "model_training",
         defaults: dict[str, str] | None = None,
         unknown_subject: str = "denied",
+        legal_bases: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         """Create a purpose as admin."""
-        resp = self.call(
-            "POST",
-            "/v1/purposes",
-            json={
-                "key": key,
-                "title": key.replace("_", " ").title(),
-                "defaults": DEFAULTS if defaults is None else defaults,
-                "unknown_subject": unknown_subject,
-            },
-        )
+        body = {
+            "key": key,
+            "title": key.replace("_", " ").title(),
+            "defaults": DEFAULTS if defaults is None else defaults,
+            "unknown_subject": unknown_subject,
+        }
+        if legal_bases is not None:
+            body["legal_bases"] = legal_bases
+        resp = self.call("POST", "/v1/purposes", json=body)
         assert resp.status_code == 201, resp.get_json()
         return dict(resp.get_json())
 

@@ -7,13 +7,24 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from service.domain.errors import ValidationFailed
-from service.domain.policy import COUNTRY_CODES, REGION_GROUPS, STATES, WILDCARD
+from service.domain.policy import COUNTRY_CODES, LEGAL_BASES, REGION_GROUPS, STATES, WILDCARD
 
 USER_ID_PATTERN = "^[A-Za-z0-9._:@-]{1,64}$"
 USER_ID_RE = re.compile(USER_ID_PATTERN)
 PURPOSE_KEY_RE = re.compile(r"^[a-z][a-z0-9_]{1,47}$")
 USER_ID_RULE = "1-64 characters from A-Z a-z 0-9 . _ : @ -"
 PURPOSE_KEY_RULE = "^[a-z][a-z0-9_]{1,47}$"
+# A notice's version: what a product shows beside the text, e.g. "3", "2026-01" or "v1.2".
+NOTICE_VERSION_PATTERN = "^[A-Za-z0-9._-]{1,32}$"
+NOTICE_VERSION_RE = re.compile(NOTICE_VERSION_PATTERN)
+NOTICE_VERSION_RULE = "1-32 characters from A-Z a-z 0-9 . _ -"
+# A notice's text holds something besides blanks (and no NUL); spelt without \s, which means
+# other characters in Python than in the ECMA regexes of openapi.yaml.
+NOTICE_TEXT_PATTERN = "^[^\\x00]*[^\\x00 \\t\\r\\n][^\\x00]*$"
+NOTICE_TEXT_RE = re.compile(NOTICE_TEXT_PATTERN)
+# Where a notice is published: an http(s) URL in ASCII (anything else percent-encoded).
+NOTICE_URL_PATTERN = "^https?://[A-Za-z0-9.-]+(?::[0-9]{1,5})?(?:[/?#][!-~]*)?$"
+NOTICE_URL_RE = re.compile(NOTICE_URL_PATTERN)
 
 
 def _any_case(codes: Iterable[str]) -> str:
@@ -83,20 +94,47 @@ def jurisdiction(value: str | None, field: str = "jurisdiction") -> str | None:
 
 def defaults(value: Mapping[str, Any], field: str = "defaults") -> dict[str, str]:
     """Validate a default policy: selectors are countries, region groups or '*'; values states."""
+    return _selector_map(
+        value, field, STATES, "Must be 'granted' or 'denied'.", "The default policy is invalid."
+    )
+
+
+def legal_bases(value: Mapping[str, Any], field: str = "legal_bases") -> dict[str, str]:
+    """Validate a purpose's legal bases: selectors as in defaults; values consent,
+    legitimate_interest or not_offered. An empty map means consent everywhere."""
+    rule = "Must be 'consent', 'legitimate_interest' or 'not_offered'."
+    return _selector_map(value, field, LEGAL_BASES, rule, "The legal bases are invalid.")
+
+
+def _selector_map(
+    value: Mapping[str, Any], field: str, allowed: Iterable[str], rule: str, summary: str
+) -> dict[str, str]:
+    """A map from selector to one of `allowed`, selectors stored in upper case, each once."""
     problems: dict[str, list[str]] = {}
     clean: dict[str, str] = {}
+    allowed = tuple(allowed)
     for raw_selector, state in value.items():
         selector = raw_selector.upper()
         if SELECTOR_RE.fullmatch(raw_selector) is None:
             problems[f"{field}.{raw_selector}"] = [
                 "Selector must be an ISO 3166-1 alpha-2 code, a region group (EEA) or '*'."
             ]
-        elif state not in STATES:
-            problems[f"{field}.{raw_selector}"] = ["Must be 'granted' or 'denied'."]
+        elif state not in allowed:
+            problems[f"{field}.{raw_selector}"] = [rule]
         elif selector in clean:
             problems[f"{field}.{raw_selector}"] = ["Selector given twice."]
         else:
             clean[selector] = state
     if problems:
-        raise ValidationFailed("The default policy is invalid.", errors=problems)
+        raise ValidationFailed(summary, errors=problems)
     return clean
+
+
+def notice_version(value: str, field: str = "notice_version") -> str:
+    """Return value if it is a well-formed notice version, else raise a 422 naming it."""
+    if NOTICE_VERSION_RE.fullmatch(value) is None:
+        raise ValidationFailed(
+            f"{value[:40]!r} is not a valid notice version ({NOTICE_VERSION_RULE}).",
+            errors={field: [f"Must be {NOTICE_VERSION_RULE}."]},
+        )
+    return value

@@ -8,6 +8,7 @@ from typing import Any
 from service.domain import validation
 from service.domain.errors import BadRequest, NotFound, PreconditionFailed
 from service.domain.events import ChoiceSet
+from service.ledger.notices import require_notice
 from service.ledger.subjects import ensure_registered, known_user, refuse_if_erased
 from service.ledger.transaction import Actor, IdempotencyRequest, LedgerWrite
 from service.reads.state import load_user
@@ -53,6 +54,7 @@ def set_choice(
     state: str,
     source: str,
     *,
+    notice_version: str | None = None,
     if_match: str | None = None,
     idempotency: IdempotencyRequest | None = None,
 ) -> dict[str, Any]:
@@ -60,6 +62,8 @@ def set_choice(
 
     With If-Match, a version other than the current one is a 412 and writes nothing. With an
     Idempotency-Key, a retry of the same request returns the first answer and writes nothing.
+    A notice_version (what the user was shown) must be a published version of the purpose's
+    notice: otherwise a 422 naming it, and nothing is written.
     """
     user_id = validation.user_id(user_id)
     accepted = parse_if_match(if_match) if if_match is not None else None
@@ -67,6 +71,8 @@ def set_choice(
         if w.replay is not None:
             return w.replay.body
         require_purpose(purpose)
+        if notice_version is not None:
+            require_notice(purpose, validation.notice_version(notice_version))
         subject = ensure_registered(w, user_id)
         refuse_if_erased(subject)
         choice = db.session.get(Choice, (user_id, purpose))
@@ -83,6 +89,7 @@ def set_choice(
             db.session.add(choice)
         choice.state = state
         choice.source = source
+        choice.notice_version = notice_version
         choice.version = current + 1
         choice.updated_seq = w.head + 1
         choice.updated_at = w.at
@@ -96,6 +103,7 @@ def set_choice(
                 previous=previous,
                 source=source,
                 version=choice.version,
+                notice_version=notice_version,
             ),
             before=before,
             after=view.resolve(purpose, w.head + 1, w.at).state,

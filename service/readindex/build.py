@@ -201,7 +201,14 @@ def _policy_histories() -> dict[str, list[tuple[int, Policy]]]:
 
 
 def _load_choices(index: ConsentIndex) -> None:
-    schema = pa.schema([("user_id", pa.string()), ("purpose", pa.string()), ("state", pa.string())])
+    schema = pa.schema(
+        [
+            ("user_id", pa.string()),
+            ("purpose", pa.string()),
+            ("state", pa.string()),
+            ("notice_version", pa.string()),
+        ]
+    )
     for batch in _table_batches("choices", schema):
         for key, p in index.purposes.items():
             mine = pc.equal(batch.column(1), key)
@@ -211,7 +218,11 @@ def _load_choices(index: ConsentIndex) -> None:
             granted = pc.equal(pc.filter(batch.column(2), mine), "granted").to_numpy(
                 zero_copy_only=False
             )
-            p.choice[index.ids.rows_for(ids)] = np.where(granted, 1, 2).astype(np.int8)
+            rows = index.ids.rows_for(ids)
+            p.choice[rows] = np.where(granted, 1, 2).astype(np.int8)
+            notices = pc.filter(batch.column(3), mine)
+            if notices.null_count < len(notices):
+                p.load_notices(rows, notices)
 
 
 def _load_overrides(index: ConsentIndex) -> None:

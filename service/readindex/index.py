@@ -1,8 +1,15 @@
 """The in-memory read index: every subject's effective consent per purpose, following the head.
 
 Each worker holds one. Per row (see directory.py for ID -> row): a jurisdiction code and an
-erased flag; per purpose and row: the user's choice and one effective code (codes.py). Overrides,
-being few, are kept per row as the same facts the pure resolution rule takes.
+erased flag; per purpose and row: the user's choice and one effective code (codes.py), and once
+any choice for the purpose named the notice it was made under, that notice version (a small int
+into the purpose's list of versions). Overrides, being few, are kept per row as the same facts
+the pure resolution rule takes.
+
+A purpose's legal bases are not in the stored codes: `not_offered` is laid over them at answer
+time, per jurisdiction code, from the policy as of the answer's seq (so a change of legal
+bases moves no stored code, and every as_of sees its own). A purpose without legal bases pays
+one test for it.
 
 The index is built from one consistent read of the state tables (build.py) and then follows the
 ledger by applying the typed events after its seq (follow.py). An answer as of the head is a
@@ -26,7 +33,7 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -37,10 +44,12 @@ from service.domain import events as ev
 from service.domain.clock import EPOCH, to_micros
 from service.domain.policy import (
     COUNTRY_CODES,
+    DEFAULT_LEGAL_BASIS,
     OverrideFacts,
     Policy,
     RestrictionFacts,
     SubjectFacts,
+    legal_basis_for,
     resolve,
     restriction_for,
     selects,
@@ -60,6 +69,8 @@ NO_TIME = np.iinfo(np.int64).min
 RESTRICTED = cd.make("restriction", False)
 WINDOW_BITS = 7  # windowed restrictions told apart by one gather (see apply_restrictions)
 ERASED = cd.make("erased", False)
+NOT_OFFERED = cd.make("not_offered", False)
+CHOICE_CODES = frozenset({cd.make("choice", False), cd.make("choice", True)})
 
 Times = npt.NDArray[np.int64]
 
@@ -98,6 +109,33 @@ class RecordedEvent:
     ticket: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class LegalTable:
+    """A policy's legal basis for each jurisdiction code, and where it is not_offered."""
+
+    bases: tuple[str, ...]
+    not_offered: npt.NDArray[np.bool_] | None  # None: offered everywhere
+
+    @classmethod
+    def of(cls, policy: Policy) -> LegalTable:
+        """The table of a policy, by the resolution rule's own selector order."""
+        bases = tuple(legal_basis_for(policy, j) for j in JURISDICTIONS)
+        mask = np.array([b == "not_offered" for b in bases], dtype=np.bool_)
+        return cls(bases, mask if mask.any() else None)
+
+
+class Answer(NamedTuple):
+    """One ID's answer as of a seq: its code, the purpose's legal basis in the subject's
+    jurisdiction, when the basis is the user's choice the notice version it was made under, and
+    when it is a restriction, that restriction.
+    (A tuple: the single lookup makes one per request.)"""
+
+    code: cd.Code
+    legal_basis: str = DEFAULT_LEGAL_BASIS
+    notice_version: str | None = None
+    restriction: RestrictionFacts | None = None
+
+
 @dataclass
 class PurposeIndex:
     """One purpose's policy history and per-row state."""
@@ -110,6 +148,13 @@ class PurposeIndex:
     overrides: dict[int, list[OverrideFacts]] = field(default_factory=dict)
     # Every restriction ever placed on this purpose, lifted ones too (as of any seq).
     restrictions: list[RestrictionFacts] = field(default_factory=list)
+    # Per row: 1 + the position of its choice's notice version in notice_versions (0: none);
+    # allocated only once some choice for the purpose named a notice version.
+    notice: npt.NDArray[np.unsignedinteger[Any]] | None = None
+    notice_versions: list[str] = field(default_factory=list)
+    notice_codes: dict[str, int] = field(default_factory=dict)
+    # id(policy) -> (policy, its legal table): a policy of the history lives as long as this.
+    legal: dict[int, tuple[Policy, LegalTable]] = field(default_factory=dict)
 
     @property
     def policy(self) -> Policy:
@@ -124,6 +169,55 @@ class PurposeIndex:
     def default_codes(self, policy: Policy) -> CodeArray:
         """The default code of each jurisdiction code under a policy."""
         return cd.default_codes(policy, JURISDICTIONS)
+
+    def legal_at(self, policy: Policy) -> LegalTable | None:
+        """The legal table of a policy of this purpose; None when it names no legal bases
+        (consent everywhere), which is the one test the common case pays."""
+        if not policy.legal_bases:
+            return None
+        kept = self.legal.get(id(policy))
+        if kept is None or kept[0] is not policy:
+            kept = (policy, LegalTable.of(policy))
+            self.legal[id(policy)] = kept
+        return kept[1]
+
+    def _notice_code(self, version: str) -> int:
+        code = self.notice_codes.get(version)
+        if code is None:
+            self.notice_versions.append(version)
+            code = self.notice_codes[version] = len(self.notice_versions)
+            if self.notice is not None and code > np.iinfo(self.notice.dtype).max:
+                self.notice = self.notice.astype(np.uint32)
+        return code
+
+    def set_notice(self, row: int, version: str | None) -> None:
+        """Record the notice version of a row's choice (None: not said)."""
+        if version is None:
+            if self.notice is not None:
+                self.notice[row] = 0
+            return
+        if self.notice is None:
+            self.notice = np.zeros(len(self.choice), dtype=np.uint16)
+        code = self._notice_code(version)
+        self.notice[row] = code
+
+    def load_notices(self, rows: IntArray, versions: pa.Array) -> None:
+        """set_notice for many rows at once (versions: strings or nulls, aligned to rows)."""
+        encoded = pc.dictionary_encode(versions)
+        codes = np.array([0, *(self._notice_code(v) for v in encoded.dictionary.to_pylist())])
+        indices = pc.fill_null(pc.add(encoded.indices, 1), 0).to_numpy(zero_copy_only=False)
+        if self.notice is None:
+            self.notice = np.zeros(len(self.choice), dtype=np.uint16)
+        if codes.max() > np.iinfo(self.notice.dtype).max:
+            self.notice = self.notice.astype(np.uint32)
+        self.notice[rows] = codes[indices]
+
+    def notice_of(self, row: int) -> str | None:
+        """The notice version of a row's choice, if it named one."""
+        if self.notice is None or row < 0:
+            return None
+        code = self.notice[row]
+        return self.notice_versions[code - 1] if code else None
 
 
 class ConsentIndex:
@@ -160,6 +254,8 @@ class ConsentIndex:
         for p in self.purposes.values():
             p.choice = _resized(p.choice, capacity)
             p.eff = _resized(p.eff, capacity)
+            if p.notice is not None:
+                p.notice = _resized(p.notice, capacity)
 
     def add_purpose_arrays(
         self, key: str, created_seq: int, history: list[tuple[int, Policy]]
@@ -185,6 +281,8 @@ class ConsentIndex:
         self.erased[row] = False
         for p in self.purposes.values():
             p.choice[row] = 0
+            if p.notice is not None:
+                p.notice[row] = 0
         return row
 
     # ------------------------------------------------------------------ answers
@@ -222,6 +320,7 @@ class ConsentIndex:
             # Subjects untouched since seq answer with the policy of then if on their default.
             default = known & cd.on_default(out)
             out[default] = p.default_codes(policy)[self.jur[rows[default]]]
+        self._not_offered(p, policy, rows, out)
         if p.restrictions:
             self._restrict(p, seq, rows, out, times, exclude)
         return out
@@ -243,6 +342,19 @@ class ConsentIndex:
             # NO_ROW reads the spare last slot (no jurisdiction); BAD_ID reads some row, but a
             # malformed ID's code is INVALID, which no restriction changes.
             apply_restrictions(out, active, np.take(self.jur, rows), times)
+
+    def _not_offered(self, p: PurposeIndex, policy: Policy, rows: IntArray, out: CodeArray) -> None:
+        """Lay not_offered over the codes where the policy (as of the answer) does not offer the
+        purpose in the subject's jurisdiction; never-seen IDs are judged under `*` alone, as
+        subjects without one. Erased subjects stay erased and malformed IDs invalid."""
+        table = p.legal_at(policy)
+        if table is None or table.not_offered is None:
+            return
+        known = rows >= 0
+        jur = np.zeros(len(rows), dtype=np.uint8)
+        jur[known] = self.jur[rows[known]]
+        hit = table.not_offered[jur] & (out != cd.INVALID) & (out != ERASED)
+        out[hit] = NOT_OFFERED
 
     def number_codes(
         self,
@@ -271,20 +383,20 @@ class ConsentIndex:
         content_time: datetime | None = None,
     ) -> cd.Code | None:
         """The code of one well-formed ID as of seq, or None if the database must answer."""
-        found = self.decision_of(purpose, seq, user_id, earlier, content_time)
-        return None if found is None else found[0]
+        answer = self.answer_of(purpose, seq, user_id, earlier, content_time)
+        return None if answer is None else answer.code
 
-    def decision_of(
+    def answer_of(
         self,
         purpose: str,
         seq: int,
         user_id: str,
         earlier: Earlier | None = None,
         content_time: datetime | None = None,
-    ) -> tuple[cd.Code, RestrictionFacts | None] | None:
-        """The code of one well-formed ID as of seq, for content of that time if given, and
-        the restriction that denies it (the earliest placed) if one does; None if the
-        database must answer."""
+    ) -> Answer | None:
+        """The answer for one well-formed ID as of seq, for content of that time if given (code,
+        legal basis, notice version, and the restriction that denies it, the earliest placed, if
+        one does), or None if the database must answer."""
         with self.lock:
             p = self._purpose_at(purpose, seq, earlier)
             if seq < self.seq and self.changed.get(user_id, 0) > seq:
@@ -294,16 +406,22 @@ class ConsentIndex:
             row = self.ids.row_of(user_id)
             policy = p.policy_at(seq)
             if row == NO_ROW:
-                code = cd.Code(cd.unknown_code(policy))
+                code = cd.unknown_code(policy)
             else:
-                code = cd.Code(int(p.eff[row]))
-                if policy is not p.policy and code.on_default:
-                    code = cd.Code(int(p.default_codes(policy)[self.jur[row]]))
-            if not p.restrictions or code.value == ERASED:
-                return code, None
-            jurisdiction = None if row == NO_ROW else JURISDICTIONS[self.jur[row]]
-            found = restriction_for(p.restrictions, purpose, jurisdiction, seq, content_time)
-            return (code, None) if found is None else (cd.Code(RESTRICTED), found)
+                code = int(p.eff[row])
+                if policy is not p.policy and cd.Code(code).on_default:
+                    code = int(p.default_codes(policy)[self.jur[row]])
+            legal: str = DEFAULT_LEGAL_BASIS
+            table = p.legal_at(policy)
+            if table is not None:
+                code, legal = _not_offered_one(table, 0 if row == NO_ROW else self.jur[row], code)
+            if p.restrictions and code != ERASED:
+                jurisdiction = None if row == NO_ROW else JURISDICTIONS[self.jur[row]]
+                found = restriction_for(p.restrictions, purpose, jurisdiction, seq, content_time)
+                if found is not None:
+                    return Answer(cd.Code(RESTRICTED), legal, None, found)
+            notice = p.notice_of(row) if code in CHOICE_CODES else None
+            return Answer(cd.Code(code), legal, notice)
 
     def codes(
         self,
@@ -395,7 +513,7 @@ class ConsentIndex:
                 subject,
                 CHOICE_STATE[p.choice[row]],
                 p.overrides.get(row, ()),
-                p.policy,
+                _stored(p.policy),
                 self.seq,
                 self.at,
             )
@@ -460,8 +578,9 @@ class ConsentIndex:
                 self.jur[row] = JUR_CODE.get(jurisdiction, 0)
             case ev.SubjectErased():
                 self.erased[row] = True
-            case ev.ChoiceSet(state=state) if p is not None:
+            case ev.ChoiceSet(state=state, notice_version=notice_version) if p is not None:
                 p.choice[row] = CHOICE_CODE.get(state, 0)
+                p.set_notice(row, notice_version)
             case ev.OverridePlaced() if p is not None:
                 p.overrides.setdefault(row, []).append(
                     OverrideFacts(
@@ -547,6 +666,21 @@ def apply_restrictions(
     delta = np.uint8(RESTRICTED) - out
     delta *= hit.view(np.uint8)
     out += delta
+
+
+def _not_offered_one(table: LegalTable, jur: int, code: int) -> tuple[int, str]:
+    """ConsentIndex._not_offered for one answer: its code, and the legal basis of its
+    jurisdiction code."""
+    legal = table.bases[jur]
+    if legal == "not_offered" and code != ERASED:
+        code = NOT_OFFERED
+    return code, legal
+
+
+def _stored(policy: Policy) -> Policy:
+    """The policy the stored codes are resolved under: without legal bases, which are laid
+    over them at answer time (see _not_offered)."""
+    return Policy(policy.defaults, policy.unknown_subject) if policy.legal_bases else policy
 
 
 def _resized(array: Any, capacity: int) -> Any:

@@ -9,9 +9,9 @@ A member's state changes only at their own events, whose `before` and `after` re
 at the purpose's policy and restriction events, which record no one's state. So: the state as
 of S comes from the read index (decisions.codes / number_codes), the last granted -> denied
 change among a member's own events from one indexed range scan of the events table, and for
-the rare policy event that turned a default (or never-seen IDs) from granted to denied, or
-restriction placed on the purpose, the members it could have flipped are asked as of just
-before and at that event.
+the rare policy event that turned a default (or never-seen IDs) from granted to denied or
+withdrew the purpose from a jurisdiction (not_offered), or a restriction placed on the
+purpose, the members it could have flipped are asked as of just before and at that event.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 import sqlalchemy as sa
 
 from service.domain import events as ev
-from service.domain.policy import Policy, default_for
+from service.domain.policy import Policy, default_for, legal_basis_for
 from service.readindex import codes as cd
 from service.readindex.codes import CodeArray
 from service.readindex.directory import numeric_mask
@@ -162,7 +162,9 @@ def _denies_more(old: Policy, new: Policy) -> bool:
     if old.unknown_subject == "granted" and new.unknown_subject == "denied":
         return True
     return any(
-        default_for(old, j)[0] == "granted" and default_for(new, j)[0] == "denied"
+        (default_for(old, j)[0] == "granted" and default_for(new, j)[0] == "denied")
+        # Withdrawing the purpose from a jurisdiction denies choices and overrides there too.
+        or (legal_basis_for(new, j) == "not_offered" and legal_basis_for(old, j) != "not_offered")
         for j in JURISDICTIONS
     )
 

@@ -98,11 +98,16 @@ def seq_at_time(when: datetime) -> int:
 
 
 def policy_as_of(purpose: str, seq: int) -> Policy:
-    """The purpose's default policy as of seq; 404 if the purpose did not exist then."""
+    """The purpose's default policy (and legal bases) as of seq; 404 if the purpose did not
+    exist then."""
     validation.purpose_key(purpose)
     row = db.session.execute(
         sa.select(
-            Purpose.defaults, Purpose.unknown_subject, Purpose.created_seq, Purpose.updated_seq
+            Purpose.defaults,
+            Purpose.unknown_subject,
+            Purpose.legal_bases,
+            Purpose.created_seq,
+            Purpose.updated_seq,
         ).where(Purpose.key == purpose)
     ).one_or_none()
     if row is None or row.created_seq > seq:
@@ -111,7 +116,7 @@ def policy_as_of(purpose: str, seq: int) -> Policy:
             + ("." if row is None else f" as of seq {seq} (it was created at {row.created_seq}).")
         )
     if row.updated_seq <= seq:
-        return Policy.of(row.defaults, row.unknown_subject)
+        return Policy.of(row.defaults, row.unknown_subject, row.legal_bases)
     row = db.session.execute(
         sa.select(Event.kind, Event.user_id, Event.purpose, Event.data)
         .where(
@@ -149,6 +154,15 @@ def _last_events(
     return found
 
 
+@dataclass(frozen=True, slots=True)
+class Decided:
+    """A resolution, and when its basis is the user's choice, the notice version the user was
+    shown when they made it (None if they did not say)."""
+
+    resolution: Resolution
+    notice_version: str | None = None
+
+
 def decide(
     purpose: str,
     pit: PointInTime,
@@ -161,6 +175,16 @@ def decide(
     Each row read is exact by its seq on its own (see the module's docstring), so this needs
     no consistent snapshot and streams of IDs can be answered chunk by chunk.
     """
+    return [d.resolution for d in decided(purpose, pit, user_ids, content_times)]
+
+
+def decided(
+    purpose: str,
+    pit: PointInTime,
+    user_ids: Sequence[str],
+    content_times: Sequence[datetime | None] | None = None,
+) -> list[Decided]:
+    """decide(), each resolution with the notice version of the choice it rests on."""
     with read_transaction(consistent=False):
         return _decide(purpose, pit, user_ids, content_times)
 
@@ -170,7 +194,7 @@ def _decide(
     pit: PointInTime,
     user_ids: Sequence[str],
     content_times: Sequence[datetime | None] | None,
-) -> list[Resolution]:
+) -> list[Decided]:
     policy = policy_as_of(purpose, pit.seq)
     seq = pit.seq
     orders = restrictions.facts(purpose, seq)
@@ -199,16 +223,18 @@ def _decide(
 
     known = [u for u, s in subjects.items() if not s.erased]
     choices: dict[str, str | None] = {}
+    notices: dict[str, str | None] = {}
     stale_choice: list[str] = []
     overrides: dict[str, list[OverrideFacts]] = {}
     for chunk in _chunks(known):
         for c in db.session.execute(
-            sa.select(Choice.user_id, Choice.state, Choice.updated_seq).where(
-                Choice.purpose == purpose, Choice.user_id.in_(chunk)
-            )
+            sa.select(
+                Choice.user_id, Choice.state, Choice.updated_seq, Choice.notice_version
+            ).where(Choice.purpose == purpose, Choice.user_id.in_(chunk))
         ):
             if c.updated_seq <= seq:
                 choices[c.user_id] = c.state
+                notices[c.user_id] = c.notice_version
             else:
                 stale_choice.append(c.user_id)
         for o in db.session.execute(
@@ -236,10 +262,12 @@ def _decide(
     for user_id, event in _last_events((ev.Kind.CHOICE_SET,), stale_choice, seq, purpose).items():
         assert isinstance(event, ev.ChoiceSet)
         choices[user_id] = event.state
+        notices[user_id] = event.notice_version
 
     times = content_times if content_times is not None else [None] * len(user_ids)
-    return [
-        resolve(
+    out: list[Decided] = []
+    for u, t in zip(user_ids, times, strict=True):
+        res = resolve(
             subjects.get(u),
             choices.get(u),
             overrides.get(u, ()),
@@ -250,5 +278,5 @@ def _decide(
             restrictions=orders,
             content_time=t,
         )
-        for u, t in zip(user_ids, times, strict=True)
-    ]
+        out.append(Decided(res, notices.get(u) if res.basis == "choice" else None))
+    return out

@@ -16,7 +16,7 @@ from service.domain.errors import NotFound
 from service.readindex import codes as cd
 from service.readindex.codes import CodeArray
 from service.readindex.follow import catch_up, follower, ready_index
-from service.readindex.index import ConsentIndex, Earlier, Stale, Times, UnknownPurpose
+from service.readindex.index import Answer, ConsentIndex, Earlier, Stale, Times, UnknownPurpose
 from service.reads import asof, content_times
 from service.reads.consistent import read_transaction
 from service.runtime.extensions import db
@@ -168,28 +168,27 @@ def number_codes(
 def code_of(purpose: str, seq: int, user_id: str, content_time: datetime | None = None) -> cd.Code:
     """The code of one well-formed ID as of seq (for content of that time, if given): from
     memory when it can, else the database."""
-    return decision_of(purpose, seq, user_id, content_time)[0]
+    return answer_of(purpose, seq, user_id, content_time).code
 
 
-def decision_of(
-    purpose: str, seq: int, user_id: str, content_time: datetime | None = None
-) -> tuple[cd.Code, int | None]:
-    """code_of(), and the id of the restriction denying the ID (the earliest placed of those
-    that do) when its basis is `restriction`."""
+def answer_of(purpose: str, seq: int, user_id: str, content_time: datetime | None = None) -> Answer:
+    """One well-formed ID's answer as of seq, for content of that time if given (code, legal
+    basis, notice version, the restriction denying it): from memory when it can, else the
+    database."""
     index = ready_index()
     if index is not None:
         try:
-            found = index.decision_of(purpose, seq, user_id, earlier(index, seq), content_time)
+            answer = index.answer_of(purpose, seq, user_id, earlier(index, seq), content_time)
         except Stale:
-            found = None
+            answer = None
         except UnknownPurpose as unknown:
             raise _not_found(unknown) from None
-        if found is not None:
-            code, restriction = found
-            return code, None if restriction is None else restriction.id
+        if answer is not None:
+            return answer
     pit = asof.PointInTime(seq, asof.event_time(seq))
-    res = asof.decide(purpose, pit, [user_id], [content_time])[0]
-    return cd.Code.of(res), None if res.restriction is None else res.restriction.id
+    found = asof.decided(purpose, pit, [user_id], [content_time])[0]
+    res = found.resolution
+    return Answer(cd.Code.of(res), res.legal_basis, found.notice_version, res.restriction)
 
 
 def codes_from_database(

@@ -39,15 +39,17 @@ ALLOWED_SCHEMA = pa.schema([pa.field(ALLOWED_COLUMN, pa.bool_(), nullable=False)
 def lookup(
     purpose: str, user_id: str, as_of: str | None, content_time: str | None = None
 ) -> dict[str, Any]:
-    """One decision: {user_id, purpose, allowed, state, basis, as_of, restriction_id}, for
-    content of `content_time` when given (RFC 3339 with an offset).
+    """One decision: {user_id, purpose, allowed, state, basis, as_of, restriction_id,
+    legal_basis, notice_version}, for content of `content_time` when given (RFC 3339 with an
+    offset).
 
     A never-seen ID answers the purpose's unknown_subject state.
     """
     user_id = validation.user_id(user_id)
     when = content_times.one(content_time)
     seq = decisions.seq_for(as_of, purpose)
-    code, restriction_id = decisions.decision_of(purpose, seq, user_id, when)
+    answer = decisions.answer_of(purpose, seq, user_id, when)
+    code = answer.code
     metrics.count_code(purpose, code)
     return {
         "user_id": user_id,
@@ -56,7 +58,9 @@ def lookup(
         "state": code.state,
         "basis": code.basis,
         "as_of": seq,
-        "restriction_id": restriction_id,
+        "restriction_id": None if answer.restriction is None else answer.restriction.id,
+        "legal_basis": answer.legal_basis,
+        "notice_version": answer.notice_version,
     }
 
 

@@ -20,7 +20,7 @@ from consent_client.signatures import Digest
 from service.readindex import codes as cd
 from service.readindex.follow import ready_index
 from service.reads import decisions
-from service.reads.asof import PointInTime, decide, event_time
+from service.reads.asof import IN_CHUNK, PointInTime, decide, event_time
 from service.reads.consistent import read_transaction
 from service.reads.streaming import ByteSink
 from service.runtime.extensions import db
@@ -30,6 +30,7 @@ PAGE = 10_000
 # Every Parquet row group but the last holds exactly this many rows (see parquet_stream): about
 # 5 MB of Arrow data held per stream, and a third smaller files than 100,000-row groups.
 ROW_GROUP = 250_000
+UNKNOWN = cd.make("unknown", False)
 BASIS_NAMES = pa.array(cd.BASES, pa.string())
 SNAPSHOT_SCHEMA = pa.schema(
     [
@@ -82,10 +83,30 @@ def pages(purpose: str, seq: int, want_allowed: bool) -> Iterator[pa.Table]:
         return
     for ids, codes, stale in index.snapshot_pages(purpose, seq):
         if stale:
-            codes[stale] = decisions.codes_from_database(
-                purpose, seq, ids.take(pa.array(stale)).to_pylist()
-            )
+            texts = ids.take(pa.array(stale)).to_pylist()
+            codes[stale] = decisions.codes_from_database(purpose, seq, texts)
+            # Subjects registered after seq are no one's as of it, even where a `*` basis
+            # (not_offered) answers never-seen IDs with a basis of its own.
+            later = _registered_after(texts, seq)
+            if later:
+                codes[[i for i, t in zip(stale, texts, strict=True) if t in later]] = UNKNOWN
         yield _page(ids, codes, want_allowed)
+
+
+def _registered_after(user_ids: list[str], seq: int) -> set[str]:
+    """Those of the IDs that were not registered yet as of seq."""
+    found: set[str] = set()
+    with read_transaction(consistent=False):
+        for i in range(0, len(user_ids), IN_CHUNK):
+            found.update(
+                db.session.execute(
+                    sa.select(Subject.user_id).where(
+                        Subject.user_id.in_(user_ids[i : i + IN_CHUNK]),
+                        Subject.registered_seq > seq,
+                    )
+                ).scalars()
+            )
+    return found
 
 
 def csv_stream(tables: Iterator[pa.Table]) -> Iterator[bytes]:

@@ -29,6 +29,7 @@ class ChoiceFacts:
     state: str
     source: str
     version: int
+    notice_version: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +73,8 @@ class UserView:
             "state": res.state,
             "basis": res.basis,
             "as_of": seq,
+            "legal_basis": res.legal_basis,
+            "notice_version": choice.notice_version if choice else None,
             "version": choice.version if choice else 0,
             "choice": choice.state if choice else None,
             "source": choice.source if choice else None,
@@ -90,11 +93,13 @@ class UserView:
 
 
 def policies() -> dict[str, Policy]:
-    """Every purpose's current policy, keyed by purpose key."""
+    """Every purpose's current policy (with its legal bases), keyed by purpose key."""
     rows = db.session.execute(
-        sa.select(Purpose.key, Purpose.defaults, Purpose.unknown_subject).order_by(Purpose.key)
+        sa.select(
+            Purpose.key, Purpose.defaults, Purpose.unknown_subject, Purpose.legal_bases
+        ).order_by(Purpose.key)
     )
-    return {r.key: Policy.of(r.defaults, r.unknown_subject) for r in rows}
+    return {r.key: Policy.of(r.defaults, r.unknown_subject, r.legal_bases) for r in rows}
 
 
 def load_user(user_id: str) -> UserView:
@@ -112,11 +117,11 @@ def load_user(user_id: str) -> UserView:
     overrides: dict[str, list[OverrideFacts]] = {}
     if subject is not None:
         for c in session.execute(
-            sa.select(Choice.purpose, Choice.state, Choice.source, Choice.version).where(
-                Choice.user_id == user_id
-            )
+            sa.select(
+                Choice.purpose, Choice.state, Choice.source, Choice.version, Choice.notice_version
+            ).where(Choice.user_id == user_id)
         ):
-            choices[c.purpose] = ChoiceFacts(c.state, c.source, c.version)
+            choices[c.purpose] = ChoiceFacts(c.state, c.source, c.version, c.notice_version)
         for o in session.execute(
             sa.select(Override).where(Override.user_id == user_id, Override.lifted_seq.is_(None))
         ).scalars():

@@ -126,12 +126,12 @@ def db_downgrade(revision: str) -> None:
     alembic_downgrade(directory=str(MIGRATIONS_DIR), revision=revision)
 
 
-def _parse_defaults(pairs: tuple[str, ...]) -> dict[str, str]:
+def _parse_defaults(pairs: tuple[str, ...], example: str = "EEA=denied") -> dict[str, str]:
     defaults: dict[str, str] = {}
     for pair in pairs:
         selector, sep, state = pair.partition("=")
         if not sep:
-            raise click.BadParameter(f"{pair!r}: expected SELECTOR=STATE, e.g. EEA=denied")
+            raise click.BadParameter(f"{pair!r}: expected SELECTOR=VALUE, e.g. {example}")
         defaults[selector.strip()] = state.strip()
     return defaults
 
@@ -153,13 +153,32 @@ def purposes_group() -> None:
     help="Default state by country code, region group (EEA) or '*'; repeatable.",
 )
 @click.option("--unknown-subject", type=click.Choice(["granted", "denied"]), default="denied")
+@click.option(
+    "--legal-basis",
+    "legal_bases",
+    multiple=True,
+    metavar="SELECTOR=BASIS",
+    help="Legal basis (consent, legitimate_interest, not_offered) by selector; repeatable. "
+    "Where none matches: consent.",
+)
 def purposes_create(
-    key: str, title: str, description: str, defaults: tuple[str, ...], unknown_subject: str
+    key: str,
+    title: str,
+    description: str,
+    defaults: tuple[str, ...],
+    unknown_subject: str,
+    legal_bases: tuple[str, ...],
 ) -> None:
-    """Create purpose KEY with its default policy."""
+    """Create purpose KEY with its default policy and legal bases."""
     try:
         doc = purposes.create(
-            api_keys.CLI_ACTOR, key, title, description, _parse_defaults(defaults), unknown_subject
+            api_keys.CLI_ACTOR,
+            key,
+            title,
+            description,
+            _parse_defaults(defaults),
+            unknown_subject,
+            _parse_defaults(legal_bases, "EEA=not_offered"),
         )
     except ConsentError as exc:
         _fail(exc)
@@ -173,6 +192,7 @@ def purposes_list() -> None:
         click.echo(
             f"{key}: defaults={json.dumps(dict(policy.defaults))} "
             f"unknown_subject={policy.unknown_subject}"
+            + (f" legal_bases={json.dumps(dict(policy.legal_bases))}" if policy.legal_bases else "")
         )
 
 

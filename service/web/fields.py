@@ -11,7 +11,7 @@ import marshmallow as ma
 from marshmallow import fields, validate
 
 from service.domain.clock import RFC3339_RE
-from service.domain.policy import STATES, Basis
+from service.domain.policy import LEGAL_BASES, STATES, Basis
 from service.domain.validation import (
     SELECTORS,
 )
@@ -30,11 +30,24 @@ COMPONENTS: dict[str, dict[str, Any]] = {
         "additionalProperties": False,
         "example": {"EEA": "denied", "*": "granted"},
     },
+    "LegalBasis": {"type": "string", "enum": list(LEGAL_BASES)},
+    "LegalBases": {
+        "type": "object",
+        "description": "The purpose's legal basis per selector (as in defaults; most specific "
+        "first: country, region group, '*'). Where none matches, the basis is consent. "
+        "not_offered: the purpose is not used there at all; every answer is denied with basis "
+        "not_offered (choices are still recorded).",
+        "properties": {selector: "LegalBasis" for selector in SELECTORS},
+        "additionalProperties": False,
+        "example": {"EEA": "not_offered", "*": "legitimate_interest"},
+    },
 }
 POLICY_DEFAULTS = {OPENAPI: {"$ref": "#/components/schemas/PolicyDefaults"}}
+LEGAL_BASES_DOC = {OPENAPI: {"$ref": "#/components/schemas/LegalBases"}}
 # Examples in openapi.yaml, which schemathesis also tries first.
 USER_ID_EXAMPLE = "alice"
 PURPOSE_KEY_EXAMPLE = "model_training"
+NOTICE_VERSION_EXAMPLE = "1"
 
 
 def _state(**kwargs: Any) -> fields.String:
@@ -47,6 +60,17 @@ def _state_out(**kwargs: Any) -> fields.String:
 
 def _basis() -> fields.String:
     return fields.String(metadata={"enum": list(get_args(Basis))})
+
+
+def _legal_basis(**kwargs: Any) -> fields.String:
+    return fields.String(validate=validate.OneOf(LEGAL_BASES), **kwargs)
+
+
+def _legal_basis_out(description: str | None = None) -> fields.String:
+    metadata: dict[str, Any] = {"enum": list(LEGAL_BASES)}
+    if description:
+        metadata["description"] = description
+    return fields.String(metadata=metadata)
 
 
 def _timestamp(**kwargs: Any) -> fields.String:

@@ -12,6 +12,10 @@ from consent_client.wire import MAX_BATCH, SNAPSHOT_FORMATS, SNAPSHOT_SETS
 from service.domain.clock import RFC3339_RE, RFC3339_RULE
 from service.domain.validation import (
     JURISDICTION_RE,
+    NOTICE_TEXT_RE,
+    NOTICE_URL_RE,
+    NOTICE_VERSION_RE,
+    NOTICE_VERSION_RULE,
     PURPOSE_KEY_RE,
     USER_ID_RE,
 )
@@ -21,7 +25,9 @@ from service.web.fields import (
     AS_OF_DOC,
     AS_OF_ERROR,
     AS_OF_RE,
+    LEGAL_BASES_DOC,
     MAX_SEQ,
+    NOTICE_VERSION_EXAMPLE,
     POLICY_DEFAULTS,
     PURPOSE_KEY_EXAMPLE,
     AsOfField,
@@ -29,6 +35,8 @@ from service.web.fields import (
     Text,
     UtcDateTime,
     _basis,
+    _legal_basis,
+    _legal_basis_out,
     _state,
     _state_out,
     _timestamp,
@@ -59,6 +67,12 @@ class PurposeCreateSchema(StrictSchema):
         metadata=POLICY_DEFAULTS,
     )
     unknown_subject = _state(load_default="denied")
+    legal_bases = fields.Dict(
+        keys=Text(validate=validate.Length(min=1, max=8)),
+        values=_legal_basis(),
+        load_default=dict,
+        metadata=LEGAL_BASES_DOC,
+    )
 
 
 class PurposePatchSchema(StrictSchema):
@@ -72,6 +86,11 @@ class PurposePatchSchema(StrictSchema):
         metadata=POLICY_DEFAULTS,
     )
     unknown_subject = _state()
+    legal_bases = fields.Dict(
+        keys=Text(validate=validate.Length(min=1, max=8)),
+        values=_legal_basis(),
+        metadata=LEGAL_BASES_DOC,
+    )
 
     class Meta(StrictSchema.Meta):
         openapi = {"minProperties": 1}
@@ -82,14 +101,67 @@ class PurposePatchSchema(StrictSchema):
             raise ma.ValidationError("Give at least one field to change.", "_schema")
 
 
+NOTICE_VERSION_FIELD = {
+    "description": f"A version of the purpose's notice: {NOTICE_VERSION_RULE}.",
+    "example": NOTICE_VERSION_EXAMPLE,
+}
+
+
+class NoticePutSchema(StrictSchema):
+    """Body of PUT /v1/purposes/{key}/notice: one version of what users are shown."""
+
+    version = fields.String(
+        required=True,
+        validate=validate.Regexp(NOTICE_VERSION_RE, error=f"Must be {NOTICE_VERSION_RULE}."),
+        metadata=NOTICE_VERSION_FIELD,
+    )
+    text = Text(
+        multiline=True,
+        required=True,
+        validate=[
+            validate.Length(min=1, max=20000),
+            validate.Regexp(NOTICE_TEXT_RE, error="Must not be blank."),
+        ],
+    )
+    url = Text(
+        load_default=None,
+        allow_none=True,
+        validate=[
+            validate.Length(max=2000),
+            validate.Regexp(NOTICE_URL_RE, error="Must be an http or https URL."),
+        ],
+        metadata={"description": "Where the full notice is published (http or https)"},
+    )
+
+
+class NoticeSchema(ma.Schema):
+    """One published version of a purpose's notice; never changed once published."""
+
+    purpose = fields.String()
+    version = fields.String()
+    text = fields.String()
+    url = fields.String(allow_none=True)
+    published_at = _timestamp()
+    published_seq = fields.Integer()
+    published_by = fields.String()
+
+
 class PurposeSchema(ma.Schema):
-    """A purpose with its default policy."""
+    """A purpose with its default policy, legal bases and current notice."""
 
     key = fields.String()
     title = fields.String()
     description = fields.String()
     defaults = fields.Dict(keys=fields.String(), values=fields.String(), metadata=POLICY_DEFAULTS)
     unknown_subject = _state_out()
+    legal_bases = fields.Dict(
+        keys=fields.String(), values=fields.String(), metadata=LEGAL_BASES_DOC
+    )
+    notice = fields.Nested(
+        NoticeSchema,
+        allow_none=True,
+        metadata={"description": "The notice version published last (null: none yet)"},
+    )
     version = fields.Integer()
     created_seq = fields.Integer()
     updated_seq = fields.Integer()
@@ -130,6 +202,17 @@ class LookupSchema(ma.Schema):
     basis = _basis()
     as_of = fields.Integer()
     restriction_id = _restriction_id()
+    legal_basis = _legal_basis_out(
+        "The purpose's legal basis in the subject's jurisdiction as of this answer (consent "
+        "where the purpose names none)"
+    )
+    notice_version = fields.String(
+        allow_none=True,
+        metadata={
+            "description": "When the basis is choice: the notice version the user was shown "
+            "when they chose (null if not said)"
+        },
+    )
 
 
 class DecisionSchema(LookupSchema):
@@ -140,6 +223,14 @@ class DecisionSchema(LookupSchema):
     state = _state_out()
     basis = _basis()
     restriction_id = _restriction_id()
+    legal_basis = _legal_basis_out()
+    notice_version = fields.String(
+        allow_none=True,
+        metadata={
+            "description": "The notice version the user was shown when they made their choice "
+            "(null: no choice, or none said); shown with the choice whatever the basis"
+        },
+    )
 
     version = fields.Integer(metadata={"description": "Version of the user's choice (0: none)"})
     choice = _state_out(allow_none=True)
@@ -167,6 +258,16 @@ class ChoicePutSchema(StrictSchema):
         validate=validate.Regexp(
             r"^[a-z][a-z0-9_]{0,31}$", error="Must be a short lower-case word like 'settings'."
         ),
+    )
+    notice_version = fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Regexp(NOTICE_VERSION_RE, error=f"Must be {NOTICE_VERSION_RULE}."),
+        metadata={
+            **NOTICE_VERSION_FIELD,
+            "description": "The version of the purpose's notice the user was shown; it must "
+            "have been published (PUT /v1/purposes/{key}/notice). Null or absent: not said.",
+        },
     )
 
 

@@ -341,6 +341,7 @@ def test_impact_counts_only_subjects_on_their_default(api: Api, app: Flask) -> N
     assert counted == {
         "purpose": "model_training",
         "on_default": 3,
+        "with_own_state": 0,
         "to_granted": 2,
         "to_denied": 0,
         "changed": 2,

@@ -13,7 +13,17 @@ from tests.conftest import Clock
 from tests.factories import PROBLEM, Api, assert_problem
 
 PURPOSE = "model_training"
-DECISION_FIELDS = {"user_id", "purpose", "allowed", "state", "basis", "as_of", "restriction_id"}
+DECISION_FIELDS = {
+    "restriction_id",
+    "user_id",
+    "purpose",
+    "allowed",
+    "state",
+    "basis",
+    "as_of",
+    "legal_basis",
+    "notice_version",
+}
 
 
 def lookup(
@@ -87,6 +97,8 @@ def test_a_never_seen_id_is_answered_with_the_unknown_subject_state(
         "basis": "unknown",
         "as_of": head(api),
         "restriction_id": None,
+        "legal_basis": "consent",
+        "notice_version": None,
     }
 
 

@@ -57,6 +57,7 @@ STATEFUL_REFUSALS = {
     ("as_of", "Must not be in the future"): "an `as_of` time not yet past",
     ("expires_at", "Must be later than now"): "an override's `expires_at` not in the future",
     ("purpose", "No such purpose as of seq"): "a run registered for a purpose the ledger lacks",
+    ("notice_version", "No notice version"): "a notice_version never published for the purpose",
     # Not state but a rule between two fields, which OpenAPI 3.0's JSON Schema cannot state.
     ("dataset.rows_kept", "Must be at most rows_in"): "a dataset keeping more rows than it read",
     (

@@ -87,6 +87,32 @@ def test_purposes_create_takes_defaults_as_selector_state_pairs(run: Any) -> Non
     assert "defaults.XX" in bad.stderr
 
 
+def test_purposes_create_takes_legal_bases_as_selector_basis_pairs(run: Any) -> None:
+    result = run(
+        "purposes",
+        "create",
+        "model_training",
+        "--title",
+        "Model training",
+        "--default",
+        "*=granted",
+        "--legal-basis",
+        "EEA=not_offered",
+        "--legal-basis",
+        "*=legitimate_interest",
+    )
+    assert result.exit_code == 0, result.output
+    assert '"EEA": "not_offered"' in result.stdout
+    listed = run("purposes", "list").stdout
+    assert 'legal_bases={"EEA": "not_offered", "*": "legitimate_interest"}' in listed
+    bad = run("purposes", "create", "other", "--title", "x", "--legal-basis", "DE=maybe")
+    assert bad.exit_code == 2
+    assert "legal_bases.DE" in bad.stderr
+    unpaired = run("purposes", "create", "other", "--title", "x", "--legal-basis", "DE")
+    assert unpaired.exit_code == 2
+    assert "EEA=not_offered" in unpaired.stderr
+
+
 def test_db_upgrade_on_a_database_at_head_is_a_no_op(run: Any) -> None:
     assert run("db", "upgrade").exit_code == 0
 

@@ -12,6 +12,7 @@ from flask import Flask
 from flask_migrate import downgrade, upgrade
 
 from service.domain import events as ev
+from service.ledger import notices, purposes
 from service.ledger.transaction import Actor, LedgerWrite
 from service.runtime.extensions import db
 from service.runtime.readiness import MIGRATIONS_DIR
@@ -90,3 +91,19 @@ def test_events_are_append_only_in_the_database(app: Flask) -> None:
                 sa.text("SELECT seq, kind, reason FROM events WHERE seq = :seq"), {"seq": seq}
             ).all()
         assert [tuple(row) for row in rows] == [(seq, "key_created", "original")]
+
+
+def test_published_notices_are_append_only_in_the_database(app: Flask) -> None:
+    with app.app_context():
+        purposes.create(Actor("tester", "admin"), "model_training", "Training", "", {"*": "denied"})
+        notices.publish(Actor("tester", "admin"), "model_training", "1", "What users see.")
+        for statement in (
+            "UPDATE notices SET text = 'rewritten' WHERE version = '1'",
+            "DELETE FROM notices WHERE version = '1'",
+        ):
+            with (
+                pytest.raises(sa.exc.DBAPIError, match="append-only"),
+                db.engine.begin() as conn,
+            ):
+                conn.execute(sa.text(statement))
+        assert notices.list_for("model_training")[0]["text"] == "What users see."

@@ -175,14 +175,13 @@ def test_single_and_numeric_answers_apply_the_same_overlay(ledger: Ledger) -> No
     assert basis("de", inside) == "restriction"
     assert basis("de", END) == "choice"
     assert basis("gone", None) == "erased"
-    found = index.decision_of("p", seq, "de", content_time=inside)
+    found = index.answer_of("p", seq, "de", content_time=inside)
     assert found is not None
-    assert found[1] is not None
-    assert found[1].id == 1
-    assert index.decision_of("p", seq, "de", content_time=END) == (
-        cd.Code(cd.make("choice", True)),
-        None,
-    )
+    assert found.restriction is not None
+    assert found.restriction.id == 1
+    outside = index.answer_of("p", seq, "de", content_time=END)
+    assert outside is not None
+    assert (outside.code, outside.restriction) == (cd.Code(cd.make("choice", True)), None)
 
 
 def test_a_restriction_on_another_purpose_changes_nothing_here(ledger: Ledger) -> None:

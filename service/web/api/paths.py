@@ -8,9 +8,9 @@ from typing import Any, ClassVar
 from flask import Flask
 from werkzeug.routing import BaseConverter
 
-from service.domain.validation import PURPOSE_KEY_RE, USER_ID_RE
+from service.domain.validation import NOTICE_VERSION_RE, PURPOSE_KEY_RE, USER_ID_RE
 from service.runtime.extensions import api
-from service.web.fields import PURPOSE_KEY_EXAMPLE, USER_ID_EXAMPLE
+from service.web.fields import NOTICE_VERSION_EXAMPLE, PURPOSE_KEY_EXAMPLE, USER_ID_EXAMPLE
 
 
 class PatternConverter(BaseConverter):
@@ -38,9 +38,17 @@ class PurposeKeyConverter(PatternConverter):
     example = PURPOSE_KEY_EXAMPLE
 
 
+class NoticeVersionConverter(PatternConverter):
+    """A version of a purpose's notice."""
+
+    pattern = NOTICE_VERSION_RE
+    example = NOTICE_VERSION_EXAMPLE
+
+
 CONVERTERS: dict[str, type[PatternConverter]] = {
     "user_id": UserIdConverter,
     "purpose_key": PurposeKeyConverter,
+    "notice_version": NoticeVersionConverter,
 }
 
 

@@ -94,8 +94,10 @@ class UserConsent(MethodView):
             purpose,
             body["state"],
             body["source"],
+            notice_version=body["notice_version"],
             if_match=headers.get("if_match"),
-            idempotency=_idempotency(headers, body),
+            # Without a notice_version the fingerprint is what it was before choices had one.
+            idempotency=_idempotency(headers, {k: v for k, v in body.items() if v is not None}),
         )
         return decision, {"ETag": choices.etag(decision["version"])}
 

@@ -30,15 +30,26 @@ def basis_words(decision: dict[str, Any]) -> str:
         o = decision["override"] or {}
         expiry = f"expires {o['expires_at']}" if o.get("expires_at") else "no expiry"
         why = f"override by {o.get('placed_by')}, ticket {o.get('ticket')}, {expiry}"
+    elif basis == "not_offered":
+        why = "purpose not offered in the user's jurisdiction"
     elif basis == "choice":
-        why = f"user's choice ({decision.get('source')})"
+        why = f"user's choice ({decision.get('source')}"
+        notice = decision.get("notice_version")
+        why += f", notice {notice})" if notice else ")"
     else:
         why = selector_words(decision.get("default_selector"))
+    if decision.get("legal_basis") == "legitimate_interest":
+        why += "; legal basis: legitimate interest"
     return f"{state} — {why}"
 
 
 def event_words(event: ev.LedgerEvent) -> str:
     """What an event did, in words: 'Jurisdiction DE → FR', 'Override #3 lifted', …"""
+    return _user_event_words(event) or _ledger_event_words(event) or event.kind.value
+
+
+def _user_event_words(event: ev.LedgerEvent) -> str | None:
+    """Words for the events about one user."""
     match event:
         case ev.SubjectRegistered(jurisdiction=jurisdiction):
             return f"Registered (jurisdiction {jurisdiction or 'none'})"
@@ -46,8 +57,9 @@ def event_words(event: ev.LedgerEvent) -> str:
             return f"Jurisdiction {previous or 'none'} → {jurisdiction or 'none'}"
         case ev.SubjectErased():
             return "Erased: every purpose denied from here on"
-        case ev.ChoiceSet(state=state, source=source, version=version):
-            return f"User's choice: {state} (source {source}, version {version})"
+        case ev.ChoiceSet(state=state, source=source, version=version, notice_version=notice):
+            shown = f", notice {notice}" if notice else ""
+            return f"User's choice: {state} (source {source}, version {version}{shown})"
         case ev.OverridePlaced(override_id=oid, state=state, expires_at=expires):
             until = f", expires {isoformat(expires)}" if expires else ", no expiry"
             return f"Override #{oid} placed: {state}{until}"
@@ -55,12 +67,20 @@ def event_words(event: ev.LedgerEvent) -> str:
             return f"Override #{oid} lifted"
         case ev.OverrideExpired(override_id=oid):
             return f"Override #{oid} expired"
+    return None
+
+
+def _ledger_event_words(event: ev.LedgerEvent) -> str | None:
+    """Words for the events about purposes and keys."""
+    match event:
         case ev.PurposeCreated(title=title):
             return f"Purpose created: {title}"
         case ev.PolicyChanged() | ev.PurposeUpdated():
             return "Purpose changed: " + ", ".join(sorted(event.after))
+        case ev.NoticePublished(purpose=purpose, version=version):
+            return f"Notice {version} of {purpose} published"
         case ev.KeyCreated(name=name, role=role):
             return f"Key {name} ({role}) created"
         case ev.KeyRevoked(name=name, role=role):
             return f"Key {name} ({role}) revoked"
-    return event.kind.value
+    return None
