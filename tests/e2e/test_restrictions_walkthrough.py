@@ -122,12 +122,13 @@ def test_the_2024_order_is_placed_answered_with_and_without_times_lifted_and_rep
     placed = api("POST", "/v1/restrictions", "admin", json=ORDER)
     assert placed.status_code == 201, placed.text
     order = placed.json()
-    assert order["window"] == ORDER["window"] and order["lifted_seq"] is None
+    assert order["window"] == ORDER["window"]
+    assert order["lifted_seq"] is None
     settle(server)
     during = str(api("GET", "/v1/changes?limit=1", "pipeline").json()["head"])
 
     # Without a time nothing shows the post is outside the window: denied (fail closed).
-    restricted = {
+    restricted: dict[tuple[str, str | None], str] = {
         **everyone_allowed,
         **{(u, None): "restriction" for u in EEA_OPTED_IN},
         **{(u, INSIDE): "restriction" for u in EEA_OPTED_IN},
