@@ -8,7 +8,11 @@ and the change feed against that replay, at the head and at random earlier `as_o
 Training runs are registered at random seqs among them, with members drawn from the users, the
 bystanders and never-seen IDs, and remediated: each run's not_allowed, violations, affected
 list (with the event that denied each member), outstanding count and each user's runs are
-checked against the same replay.
+checked against the same replay. Restrictions (whole-jurisdiction and windowed) are placed and
+lifted, policy changes carry legal bases (not_offered among them), notices are published and
+choices name the notice shown: every read is asked with and without content times (inside,
+outside and on the edges of the windows), and each decision's basis, legal_basis,
+restriction_id and notice_version are checked against the replay.
 """
 
 from __future__ import annotations
@@ -50,18 +54,48 @@ EEA = set(
 STATES = ("granted", "denied")
 MEMBER_POOL = (*USERS, *BYSTANDERS, NEVER_SEEN, "55")
 ACTIONS = ("retrained", "excluded_from_next", "unlearned", "retained")
+SELECTORS = ("DE", "US", "EEA", "*")
+LEGAL = ("consent", "legitimate_interest", "not_offered")
+# Window edges and content times: the probe times fall inside, outside and exactly on the edges.
+EDGES = tuple(datetime(2024, m, 1, tzinfo=UTC) for m in (3, 6, 8))
+PROBE_TIMES: tuple[datetime | None, ...] = (
+    None,
+    datetime(2024, 1, 15, tzinfo=UTC),
+    *EDGES,
+    datetime(2024, 7, 1, tzinfo=UTC),
+    datetime(2025, 1, 1, tzinfo=UTC),
+)
+NOTICES = ("v1", "v2", "2024-06")
+Window = tuple[datetime, datetime] | None
 
 # ---------------------------------------------------------------- operations ----------------
 
 users = st.sampled_from(USERS)
 states = st.sampled_from(STATES)
 policies = st.tuples(
-    st.dictionaries(st.sampled_from(("DE", "US", "EEA", "*")), states, max_size=4), states
+    st.dictionaries(st.sampled_from(SELECTORS), states, max_size=4),
+    states,
+    # Mostly no legal bases: not_offered everywhere would hide every other branch.
+    st.one_of(
+        st.just({}),
+        st.dictionaries(st.sampled_from(SELECTORS), st.sampled_from(LEGAL), max_size=2),
+    ),
+)
+windows = st.one_of(
+    st.none(),
+    st.tuples(st.sampled_from(EDGES), st.sampled_from(EDGES)).filter(lambda w: w[0] < w[1]),
 )
 overrides = st.tuples(st.just("override"), users, states, st.one_of(st.none(), st.integers(1, 90)))
 operations = st.one_of(
     st.tuples(st.just("register"), users, st.sampled_from(JURISDICTIONS)),
-    st.tuples(st.just("choose"), users, states),
+    st.tuples(st.just("choose"), users, states, st.one_of(st.none(), st.sampled_from(NOTICES))),
+    st.tuples(
+        st.just("restrict"),
+        st.lists(st.sampled_from(SELECTORS), min_size=1, max_size=2, unique=True),
+        windows,
+    ),
+    st.tuples(st.just("unrestrict"), st.integers(0, 3)),
+    st.tuples(st.just("notice"), st.sampled_from(NOTICES)),
     # Overrides and lifts twice as likely: their seq boundaries are where as_of bugs hide.
     overrides,
     overrides,
@@ -86,12 +120,16 @@ operations = st.one_of(
 class Ref:
     """State as the test understands it: built by replaying events, or by applying operations."""
 
-    policy: tuple[dict[str, str], str] | None = None
+    policy: tuple[dict[str, str], str, dict[str, str]] | None = None
     subjects: dict[str, str | None] = field(default_factory=dict)
     erased: set[str] = field(default_factory=set)
     choices: dict[str, str] = field(default_factory=dict)
     # override id -> (user, state, expires_at, placed order)
     overrides: dict[int, tuple[str, str, datetime | None]] = field(default_factory=dict)
+    # restriction id -> (selectors, window); ids grow with placing order
+    restrictions: dict[int, tuple[frozenset[str], Window]] = field(default_factory=dict)
+    notices: set[str] = field(default_factory=set)
+    choice_notice: dict[str, str | None] = field(default_factory=dict)
 
     def copy(self) -> Ref:
         """A deep enough copy for replay snapshots."""
@@ -101,16 +139,38 @@ class Ref:
             erased=set(self.erased),
             choices=dict(self.choices),
             overrides=dict(self.overrides),
+            restrictions=dict(self.restrictions),
+            notices=set(self.notices),
+            choice_notice=dict(self.choice_notice),
         )
 
-    def effective(self, user: str, at: datetime) -> tuple[str, str]:
-        """(state, basis) for a user at a time, by the rule in DESIGN.md."""
+    def legal_basis(self, user: str) -> str:
+        """The purpose's legal basis for the user's jurisdiction (consent where none is set)."""
         assert self.policy is not None
-        defaults, unknown = self.policy
-        if user not in self.subjects:
-            return unknown, "unknown"
+        return lookup_selector(self.policy[2], self.subjects.get(user)) or "consent"
+
+    def restriction(self, user: str, when: datetime | None) -> int | None:
+        """The restriction denying the user's content of this time (the first placed), if any."""
+        j = self.subjects.get(user)
+        for rid, (selectors, window) in sorted(self.restrictions.items()):
+            covered = "*" in selectors or (j is not None and (j in selectors or (
+                j in EEA and "EEA" in selectors)))  # fmt: skip
+            if covered and (window is None or when is None or window[0] <= when < window[1]):
+                return rid
+        return None
+
+    def effective(self, user: str, at: datetime, when: datetime | None = None) -> tuple[str, str]:
+        """(state, basis) for a user at a time, for content of time `when`, by DESIGN.md."""
+        assert self.policy is not None
+        defaults, unknown, _ = self.policy
         if user in self.erased:
             return "denied", "erased"
+        if self.restriction(user, when) is not None:
+            return "denied", "restriction"
+        if self.legal_basis(user) == "not_offered":
+            return "denied", "not_offered"
+        if user not in self.subjects:
+            return unknown, "unknown"
         live = [
             (oid, s)
             for oid, (u, s, exp) in self.overrides.items()
@@ -120,14 +180,16 @@ class Ref:
             return max(live)[1], "override"
         if user in self.choices:
             return self.choices[user], "choice"
-        j = self.subjects[user]
-        if j is not None and j in defaults:
-            return defaults[j], "default"
-        if j is not None and j in EEA and "EEA" in defaults:
-            return defaults["EEA"], "default"
-        if "*" in defaults:
-            return defaults["*"], "default"
-        return "denied", "default"
+        return lookup_selector(defaults, self.subjects[user]) or "denied", "default"
+
+
+def lookup_selector(values: dict[str, str], j: str | None) -> str | None:
+    """A selector map's value for a jurisdiction: country, then EEA, then `*`."""
+    if j is not None and j in values:
+        return values[j]
+    if j is not None and j in EEA and "EEA" in values:
+        return values["EEA"]
+    return values.get("*")
 
 
 def parse_time(text: str) -> datetime:
@@ -156,13 +218,23 @@ class Replay:
     def _apply(ref: Ref, e: dict[str, Any]) -> None:
         kind, user, data = e["kind"], e["user_id"], e["data"] or {}
         if kind in ("purpose_created", "policy_changed"):
-            ref.policy = (dict(data["defaults"]), data["unknown_subject"])
+            legal = dict(data.get("legal_bases") or {})
+            ref.policy = (dict(data["defaults"]), data["unknown_subject"], legal)
+        elif kind == "restriction_placed":
+            w = data["window"]
+            window = None if w is None else (parse_time(w["from"]), parse_time(w["to"]))
+            ref.restrictions[data["restriction_id"]] = (frozenset(data["jurisdictions"]), window)
+        elif kind == "restriction_lifted":
+            del ref.restrictions[data["restriction_id"]]
+        elif kind == "notice_published":
+            ref.notices.add(data["version"])
         elif kind == "subject_registered":
             ref.subjects[user] = data["jurisdiction"]
         elif kind == "jurisdiction_changed":
             ref.subjects[user] = data["to"]
         elif kind == "choice_set":
             ref.choices[user] = data["state"]
+            ref.choice_notice[user] = data.get("notice_version")
         elif kind == "override_placed":
             expires = parse_time(data["expires_at"]) if data["expires_at"] else None
             ref.overrides[data["override_id"]] = (user, data["state"], expires)
@@ -219,14 +291,17 @@ class World:
             self.run_op(op)
             return
         if kind == "policy":
-            (defaults, unknown) = op[1]
+            (defaults, unknown, legal) = op[1]
             resp = self.api.call(
                 "PATCH",
                 f"/v1/purposes/{PURPOSE}",
-                json={"defaults": defaults, "unknown_subject": unknown},
+                json={"defaults": defaults, "unknown_subject": unknown, "legal_bases": legal},
             )
             assert resp.status_code == 200, resp.get_json()
-            m.policy = (dict(defaults), unknown)
+            m.policy = (dict(defaults), unknown, dict(legal))
+            return
+        if kind in ("restrict", "unrestrict", "notice"):
+            self.order_op(op)
             return
         user = op[1]
         erased = user in m.erased
@@ -238,11 +313,22 @@ class World:
             if not erased:
                 m.subjects[user] = op[2]
         elif kind == "choose":
-            resp = self.api.choose(user, op[2])
-            assert resp.status_code == (409 if erased else 200), resp.get_json()
-            if not erased:
+            notice = op[3]
+            body: dict[str, Any] = {"state": op[2], "source": "settings"}
+            if notice is not None:
+                body["notice_version"] = notice
+            resp = self.api.call(
+                "PUT", f"/v1/users/{user}/consents/{PURPOSE}", role="app", json=body
+            )
+            unknown_notice = notice is not None and notice not in m.notices
+            status = 422 if unknown_notice else 409 if erased else 200
+            # Either refusal may come first for an erased user naming an unknown notice.
+            allowed = {409, 422} if unknown_notice and erased else {status}
+            assert resp.status_code in allowed, resp.get_json()
+            if resp.status_code == 200:
                 m.subjects.setdefault(user, None)
                 m.choices[user] = op[2]
+                m.choice_notice[user] = notice
         elif kind == "override":
             expires = None if op[3] is None else self.clock.now + timedelta(minutes=op[3])
             active = [
@@ -276,6 +362,46 @@ class World:
             assert resp.status_code == 200, resp.get_json()
             m.subjects.setdefault(user, None)
             m.erased.add(user)
+
+    def order_op(self, op: tuple[Any, ...]) -> None:
+        """Place or lift a restriction, or publish a notice version."""
+        m = self.model
+        if op[0] == "notice":
+            resp = self.api.call(
+                "PUT",
+                f"/v1/purposes/{PURPOSE}/notice",
+                json={"version": op[1], "text": f"Notice {op[1]}: we train on your posts."},
+            )
+            assert resp.status_code in (200, 201), resp.get_json()
+            m.notices.add(op[1])
+            return
+        if op[0] == "restrict":
+            window: Window = op[2]
+            body: dict[str, Any] = {
+                "authority": "DPC",
+                "instrument": "undertaking",
+                "purposes": [PURPOSE],
+                "jurisdictions": op[1],
+                "window": None
+                if window is None
+                else {
+                    "from": window[0].isoformat(),
+                    "to": window[1].isoformat(),
+                    "time_basis": "processed",
+                },
+                "reason": "property test",
+                "ticket": "REG-1",
+            }
+            resp = self.api.call("POST", "/v1/restrictions", json=body)
+            assert resp.status_code == 201, resp.get_json()
+            m.restrictions[resp.get_json()["id"]] = (frozenset(op[1]), window)
+            return
+        if not m.restrictions:
+            return
+        rid = sorted(m.restrictions)[op[1] % len(m.restrictions)]
+        resp = self.api.call("DELETE", f"/v1/restrictions/{rid}?reason=property+test")
+        assert resp.status_code == 200, resp.get_json()
+        del m.restrictions[rid]
 
     def run_op(self, op: tuple[Any, ...]) -> None:
         """Register a run at a random earlier seq and record its members, or remediate one."""
@@ -357,6 +483,8 @@ def check_reads_as_of(world: World, replay: Replay, seq: int, as_of: str) -> Non
         assert (got["state"], got["basis"]) == expected[u], (u, seq, got)
         assert got["allowed"] is (expected[u][0] == "granted")
         assert got["as_of"] == seq
+        check_decision_facts(ref, u, None, got)
+    check_reads_with_times(world, ref, at, seq, as_of, probe)
 
     batch = world.pipeline(
         "POST", f"/v1/lookup/{PURPOSE}", json={"user_ids": probe, "as_of": as_of}
@@ -396,6 +524,82 @@ def check_reads_as_of(world: World, replay: Replay, seq: int, as_of: str) -> Non
         )
         assert [r["user_id"] for r in rows] == want
         assert all(r["basis"] == expected[r["user_id"]][1] for r in rows)
+
+
+def rfc3339(when: datetime) -> str:
+    """A time as the API takes it."""
+    return when.isoformat().replace("+00:00", "Z")
+
+
+def check_decision_facts(ref: Ref, user: str, when: datetime | None, got: dict[str, Any]) -> None:
+    """A decision's legal basis, restriction and notice version agree with the replay."""
+    assert got["legal_basis"] == ref.legal_basis(user), (user, got)
+    if got["basis"] == "restriction":
+        assert got["restriction_id"] == ref.restriction(user, when), (user, got)
+    if got["basis"] == "choice":
+        assert got.get("notice_version") == ref.choice_notice.get(user), (user, got)
+
+
+def check_reads_with_times(
+    world: World, ref: Ref, at: datetime, seq: int, as_of: str, probe: list[str]
+) -> None:
+    """Single, batch, text and Arrow filter reads with content times agree with the replay."""
+    pairs = [(u, t) for u in probe for t in PROBE_TIMES]
+    want = [ref.effective(u, at, t) for u, t in pairs]
+    for (u, t), expected in zip(pairs, want, strict=True):
+        if t is None:
+            continue
+        got = world.pipeline(
+            "GET", f"/v1/lookup/{PURPOSE}/{u}?as_of={as_of}&content_time={rfc3339(t)}"
+        ).get_json()
+        assert (got["state"], got["basis"]) == expected, (u, t, seq, got)
+        check_decision_facts(ref, u, t, got)
+
+    # Batch: distinct IDs only, so one time each, a different one per user and seq.
+    times: dict[str, datetime | None] = {
+        u: PROBE_TIMES[(i + seq) % len(PROBE_TIMES)] for i, u in enumerate(probe)
+    }
+    batch = world.pipeline(
+        "POST",
+        f"/v1/lookup/{PURPOSE}",
+        json={
+            "user_ids": probe,
+            "content_times": [None if t is None else rfc3339(t) for t in times.values()],
+            "as_of": as_of,
+        },
+    ).get_json()
+    assert batch["allowed"] == [
+        u for u in probe if ref.effective(u, at, times[u])[0] == "granted"
+    ], (seq, batch)
+
+    lines = [u if t is None else f"{u}\t{rfc3339(t)}" for u, t in pairs]
+    text = world.pipeline(
+        "POST",
+        f"/v1/filter/{PURPOSE}?as_of={as_of}",
+        data="\n".join(lines).encode(),
+        headers={"Content-Type": "text/plain"},
+    )
+    assert text.status_code == 200, text.data
+    allowed = [u for (u, _), e in zip(pairs, want, strict=True) if e[0] == "granted"]
+    assert text.data.decode().splitlines() == allowed, seq
+
+    sink = io.BytesIO()
+    schema = pa.schema([("user_id", pa.string()), ("content_time", pa.timestamp("us", "UTC"))])
+    with pa.ipc.new_stream(sink, schema) as writer:
+        half = len(pairs) // 2
+        for part in (pairs[:half], pairs[half:]):
+            ids = pa.array([u for u, _ in part], pa.string())
+            ts = pa.array([t for _, t in part], pa.timestamp("us", "UTC"))
+            writer.write_batch(pa.record_batch([ids, ts], schema=schema))
+    arrow = world.pipeline(
+        "POST",
+        f"/v1/filter/{PURPOSE}?as_of={as_of}",
+        data=sink.getvalue(),
+        headers={"Content-Type": "application/vnd.apache.arrow.stream"},
+    )
+    assert arrow.status_code == 200, arrow.data
+    mask = pa.ipc.open_stream(arrow.data).read_all().column("allowed").to_pylist()
+    assert mask == [e[0] == "granted" for e in want], seq
 
 
 def member_order(user_id: str) -> tuple[int, int, str]:
@@ -500,7 +704,7 @@ def fresh_world(template_db: str, directory: Path, clock: Clock, index: str) -> 
     try:
         world = World(Api(app, app.test_client()), clock)
         world.api.purpose(defaults={"EEA": "denied", "*": "granted"})
-        world.model.policy = ({"EEA": "denied", "*": "granted"}, "denied")
+        world.model.policy = ({"EEA": "denied", "*": "granted"}, "denied", {})
         world.purpose_seq = world.head()
         for user_id, jurisdiction in BYSTANDERS.items():
             world.api.user(user_id, jurisdiction=jurisdiction)
@@ -552,6 +756,11 @@ def test_every_read_agrees_with_a_replay_of_the_events_at_any_as_of(
         assert final.choices == {u: s for u, s in world.model.choices.items()}
         assert final.policy == world.model.policy
         assert set(final.overrides) == set(world.model.overrides)
+        assert final.restrictions == world.model.restrictions
+        assert final.notices == world.model.notices
+        assert {u: final.choice_notice.get(u) for u in final.choices} == {
+            u: world.model.choice_notice.get(u) for u in world.model.choices
+        }
 
         # The cheapest read at every seq, every read at the head and a few random seqs.
         for seq in range(head + 1):
