@@ -41,6 +41,7 @@ from bench.workloads import (
     filter_arrow,
     filter_text,
     freshness,
+    restrictions,
     runs,
     single_lookup,
     snapshot,
@@ -69,6 +70,8 @@ WORKLOADS: list[tuple[str, Workload]] = [
     ("snapshot, Parquet", snapshot.snapshot_parquet),
     ("snapshot signature", snapshot_signature.snapshot_signature),
     ("consent filter, Parquet file", consent_filter.consent_filter),
+    # Places two restrictions and lifts them again before it ends.
+    ("restrictions: filters with content times", restrictions.restrictions),
     # These write to the ledger: freshness writes each answer back as it was.
     ("freshness and as_of", freshness.freshness),
     # It revokes members of its run for good, so it comes last.
