@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -69,9 +70,11 @@ class ArrowStream:
         return np.concatenate(self.masks[:parts_sent])
 
 
-def _arrow_stream(blocks: list[IntArray], masks: list[BoolArray], as_text: bool) -> ArrowStream:
-    type_ = pa.string() if as_text else pa.int64()
-    schema = pa.schema([pa.field("user_id", type_)])
+def ipc_parts(
+    schema: pa.Schema, batches: Iterable[list[pa.Array]]
+) -> tuple[bytes, list[bytes], bytes]:
+    """An Arrow IPC stream cut where a sender sends it: the schema, one part a record batch,
+    the end marker."""
     sink = io.BytesIO()
 
     def take() -> bytes:
@@ -83,14 +86,23 @@ def _arrow_stream(blocks: list[IntArray], masks: list[BoolArray], as_text: bool)
     writer = pa.ipc.new_stream(sink, schema)
     head = take()
     parts = []
-    for block in blocks:
-        column = pa.array(block + ID_BASE, pa.int64())
-        if as_text:
-            column = pc.cast(column, pa.string())
-        writer.write_batch(pa.record_batch([column], schema=schema))
+    for columns in batches:
+        writer.write_batch(pa.record_batch(columns, schema=schema))
         parts.append(take())
     writer.close()
-    return ArrowStream(head, parts, take(), masks)
+    return head, parts, take()
+
+
+def _arrow_stream(blocks: list[IntArray], masks: list[BoolArray], as_text: bool) -> ArrowStream:
+    type_ = pa.string() if as_text else pa.int64()
+    schema = pa.schema([pa.field("user_id", type_)])
+
+    def columns(block: IntArray) -> list[pa.Array]:
+        column = pa.array(block + ID_BASE, pa.int64())
+        return [pc.cast(column, pa.string()) if as_text else column]
+
+    head, parts, tail = ipc_parts(schema, (columns(b) for b in blocks))
+    return ArrowStream(head, parts, tail, masks)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,6 @@ expected answers with the orders applied here, independently of the service.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import subprocess
@@ -33,6 +32,7 @@ from bench.population import (
     user_ids,
 )
 from bench.report import Figure
+from bench.traffic import ipc_parts
 from bench.workloads.filter_arrow import _read_arrow
 from bench.workloads.filter_text import _read_text
 from bench.workloads.session import Session
@@ -107,24 +107,13 @@ def _text_parts(traffic: TimedTraffic) -> tuple[list[bytes], int, int]:
 def _arrow_parts(traffic: TimedTraffic) -> tuple[bytes, list[bytes], bytes]:
     """An Arrow IPC stream of int64 IDs and a timestamp[us, UTC] content_time column."""
     schema = pa.schema([("user_id", pa.int64()), ("content_time", pa.timestamp("us", "UTC"))])
-    sink = io.BytesIO()
-
-    def take() -> bytes:
-        data = sink.getvalue()
-        sink.seek(0)
-        sink.truncate()
-        return data
-
-    writer = pa.ipc.new_stream(sink, schema)
-    head = take()
-    parts = []
-    for block, t in zip(traffic.blocks, traffic.times, strict=True):
-        ids = pa.array(block + ID_BASE, pa.int64())
-        stamps = pa.array(t, pa.timestamp("us", "UTC"))
-        writer.write_batch(pa.record_batch([ids, stamps], schema=schema))
-        parts.append(take())
-    writer.close()
-    return head, parts, take()
+    return ipc_parts(
+        schema,
+        (
+            [pa.array(block + ID_BASE, pa.int64()), pa.array(t, pa.timestamp("us", "UTC"))]
+            for block, t in zip(traffic.blocks, traffic.times, strict=True)
+        ),
+    )
 
 
 def _admin_token(s: Session) -> str:
