@@ -53,6 +53,7 @@ def set_choice(
     state: str,
     source: str,
     *,
+    notice_version: str | None = None,
     if_match: str | None = None,
     idempotency: IdempotencyRequest | None = None,
 ) -> dict[str, Any]:
@@ -83,6 +84,7 @@ def set_choice(
             db.session.add(choice)
         choice.state = state
         choice.source = source
+        choice.notice_version = notice_version
         choice.version = current + 1
         choice.updated_seq = w.head + 1
         choice.updated_at = w.at
@@ -96,6 +98,7 @@ def set_choice(
                 previous=previous,
                 source=source,
                 version=choice.version,
+                notice_version=notice_version,
             ),
             before=before,
             after=view.resolve(purpose, w.head + 1, w.at).state,

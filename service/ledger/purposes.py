@@ -27,6 +27,7 @@ def purpose_document(p: Purpose) -> dict[str, Any]:
         "description": p.description,
         "defaults": dict(p.defaults),
         "unknown_subject": p.unknown_subject,
+        "honours_gpc": p.honours_gpc,
         "version": p.version,
         "created_seq": p.created_seq,
         "updated_seq": p.updated_seq,
@@ -42,6 +43,8 @@ def create(
     description: str,
     defaults: Mapping[str, str],
     unknown_subject: str = "denied",
+    *,
+    honours_gpc: bool = False,
 ) -> dict[str, Any]:
     """Create a purpose; its creation is the first event of its policy history."""
     key = validation.purpose_key(key, field="key")
@@ -55,6 +58,7 @@ def create(
             description=description,
             defaults=clean,
             unknown_subject=unknown_subject,
+            honours_gpc=honours_gpc,
             version=1,
             created_seq=w.head + 1,
             updated_seq=w.head + 1,
@@ -64,7 +68,11 @@ def create(
         db.session.add(purpose)
         w.append(
             PurposeCreated(
-                purpose=key, title=title, defaults=clean, unknown_subject=unknown_subject
+                purpose=key,
+                title=title,
+                defaults=clean,
+                unknown_subject=unknown_subject,
+                honours_gpc=honours_gpc,
             )
         )
         result = purpose_document(purpose)

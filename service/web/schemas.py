@@ -34,6 +34,21 @@ from service.web.fields import (
 from service.web.spec import OPENAPI
 
 
+class JsonBoolean(fields.Boolean):
+    """A JSON true or false, nothing else (marshmallow's Boolean also takes "yes", 1, "on")."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> bool:
+        if not isinstance(value, bool):
+            raise ma.ValidationError("Must be true or false.")
+        return value
+
+
+HONOURS_GPC_DOC = {
+    "description": "Whether a Sec-GPC: 1 request of a user on /v1/me (or /me) who has no "
+    "choice of their own for this purpose records their choice as denied (source gpc)"
+}
+
+
 class PurposeCreateSchema(StrictSchema):
     """Body of POST /v1/purposes."""
 
@@ -50,6 +65,7 @@ class PurposeCreateSchema(StrictSchema):
         metadata=POLICY_DEFAULTS,
     )
     unknown_subject = _state(load_default="denied")
+    honours_gpc = JsonBoolean(load_default=False, metadata=HONOURS_GPC_DOC)
 
 
 class PurposePatchSchema(StrictSchema):
@@ -63,6 +79,7 @@ class PurposePatchSchema(StrictSchema):
         metadata=POLICY_DEFAULTS,
     )
     unknown_subject = _state()
+    honours_gpc = JsonBoolean(metadata=HONOURS_GPC_DOC)
 
     class Meta(StrictSchema.Meta):
         openapi = {"minProperties": 1}
@@ -81,6 +98,7 @@ class PurposeSchema(ma.Schema):
     description = fields.String()
     defaults = fields.Dict(keys=fields.String(), values=fields.String(), metadata=POLICY_DEFAULTS)
     unknown_subject = _state_out()
+    honours_gpc = fields.Boolean(metadata=HONOURS_GPC_DOC)
     version = fields.Integer()
     created_seq = fields.Integer()
     updated_seq = fields.Integer()

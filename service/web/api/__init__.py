@@ -5,11 +5,11 @@ from __future__ import annotations
 from flask import Flask
 
 from service.runtime.extensions import api
-from service.web.api import audit, health, paths, pipeline, purposes, runs, users
+from service.web.api import audit, health, me, paths, pipeline, purposes, runs, users
 
 
 def register_blueprints(app: Flask) -> None:
     """Register every blueprint on the Api, after the path converters its routes use."""
     paths.init_app(app)
-    for module in (health, purposes, users, pipeline, audit, runs):
+    for module in (health, purposes, users, pipeline, audit, runs, me):
         api.register_blueprint(module.blp)
