@@ -76,7 +76,8 @@ def honour_gpc(actor: Actor, user_id: str, *, skip: str | None = None) -> list[s
     return recorded
 
 
-def _authorities(ids: Iterable[Any]) -> dict[int, str]:
+def restriction_authorities(ids: Iterable[Any]) -> dict[int, str]:
+    """The authority of each restriction named (by id), whose order a decision rests on."""
     wanted = {i for i in ids if isinstance(i, int)}
     if not wanted:
         return {}
@@ -113,7 +114,7 @@ def me_document(user_id: str) -> dict[str, Any]:
         seq, at = head_seq()
         view = load_user(user_id)
         document = subject_document(view, seq, at)
-        authorities = _authorities(d.get("restriction_id") for d in document["consents"])
+        authorities = restriction_authorities(d.get("restriction_id") for d in document["consents"])
     document["consents"] = [
         consent_document(d, described.get(d["purpose"]), authorities.get(d.get("restriction_id")))
         for d in document["consents"]

@@ -7,7 +7,7 @@ import marshmallow as ma
 from marshmallow import fields, validate
 
 from service.domain.explanations import REASONS
-from service.web.fields import StrictSchema, Text, _state
+from service.web.fields import StrictSchema, Text, _basis, _state, _state_out
 from service.web.schemas import DecisionSchema
 
 GPC_RECORDED_HEADER = "Consent-GPC-Recorded"
@@ -45,6 +45,11 @@ class ExplanationSchema(ma.Schema):
 
 class MeConsentSchema(DecisionSchema):
     """A decision as the user is shown it: with the purpose's words and the reason."""
+
+    # Their own fields: shared ones would make openapi.yaml share YAML anchors between both.
+    state = _state_out()
+    basis = _basis()
+    choice = _state_out(allow_none=True)
 
     title = fields.String()
     description = fields.String()
