@@ -54,6 +54,7 @@ schema = schemathesis.openapi.from_path(SPEC, config=CONFIG)
 STATEFUL_REFUSALS = {
     ("after", "Must be at most"): "an `after` cursor beyond the ledger head",
     ("through_seq", "Must be at most"): "a remediation's `through_seq` beyond the ledger head",
+    ("through_seq", "Must be at least"): "a remediation's `through_seq` before its run's as_of",
     ("as_of", "is beyond the ledger head"): "an `as_of` seq beyond the ledger head",
     ("as_of", "Must not be in the future"): "an `as_of` time not yet past",
     ("expires_at", "Must be later than now"): "an override's `expires_at` not in the future",
