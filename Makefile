@@ -30,8 +30,13 @@ run: migrate
 	@echo "Consent Ledger on http://$(HOST):$(PORT)  (database: $${CONSENT_DATABASE_URL:-$${CONSENT_INSTANCE_PATH:-instance}/consent.db})"
 	@echo "Create a key in another shell:  $(BIN)/consent keys create --role admin --name me"
 	@echo "Then:  curl -H \"Authorization: Bearer <token>\" http://$(HOST):$(PORT)/v1/purposes"
+	@echo "A user token for /v1/me:  $(BIN)/consent tokens mint --user alice"
+	@echo "Then:  curl -H \"Authorization: Bearer <user token>\" http://$(HOST):$(PORT)/v1/me"
+	@echo "(DEVELOPMENT ONLY: without CONSENT_USER_TOKEN_JWKS or CONSENT_USER_TOKEN_SECRET, user tokens"
+	@echo " are checked with a development secret made and kept in the instance folder.)"
 	@echo
 	CONSENT_BIND=$(HOST):$(PORT) CONSENT_WORKERS=$(WORKERS) CONSENT_ACCESS_LOG=- \
+		CONSENT_USER_TOKEN_DEV_SECRET=1 \
 		$(BIN)/gunicorn --config python:service.runtime.gunicorn_conf
 
 lint: $(STAMP)

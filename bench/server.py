@@ -154,7 +154,8 @@ def gunicorn(
     ready_timeout: float = 120.0,
     venv: Path | None = None,
 ) -> Iterator[Server]:
-    """Run gunicorn as `make run` does (same settings module, 2 workers, access log on).
+    """Run gunicorn as `make run` does (same settings module, 2 workers, access log on, the
+    development user-token secret unless a real one is set).
 
     `app` overrides the settings' wsgi_app (the baseline); `venv` serves the service installed
     there, from `log_dir`, instead of this checkout. The server is stopped on exit, however the
@@ -169,6 +170,8 @@ def gunicorn(
         env.pop("PYTHONPATH", None)
     # The limiter runs (its cost is part of every figure) but never trips a benchmark.
     env.setdefault("CONSENT_RATE_LIMIT", "1000000 per second")
+    env.setdefault("CONSENT_USER_RATE_LIMIT", "1000000 per second")
+    env.setdefault("CONSENT_USER_TOKEN_DEV_SECRET", "1")
     if database_url is not None:
         env["CONSENT_DATABASE_URL"] = database_url
     executable = GUNICORN if venv is None else venv / "bin" / "gunicorn"

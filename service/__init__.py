@@ -16,7 +16,7 @@ from service.runtime import database, extensions
 from service.runtime.database import engine_options
 from service.runtime.extensions import db, migrate
 from service.runtime.readiness import MIGRATIONS_DIR
-from service.web import logs, metrics, problems, ratelimit
+from service.web import cors, logs, metrics, problems, ratelimit, usertokens
 from service.web.fields import COMPONENTS
 from service.web.spec import ContractPlugin
 
@@ -49,9 +49,22 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     extensions.api.spec.components.security_scheme(
         "bearerAuth", {"type": "http", "scheme": "bearer", "description": "API key"}
     )
+    extensions.api.spec.components.security_scheme(
+        "userToken",
+        {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "JWT",
+            "description": "A user token: a JWT the product's backend mints for the signed-in "
+            "user (sub: their user ID, aud, iat, exp at most 15 minutes after iat, jti); "
+            "it reaches only /v1/me and /me.",
+        },
+    )
     problems.init_app(app)
     metrics.init_app(app)
     logs.init_app(app)
+    usertokens.init_app(app)
+    cors.init_app(app)
     ratelimit.init_app(app)
     follow.init_app(app)
 

@@ -46,6 +46,10 @@ TABLES = (
 )
 
 
+# User tokens in tests are HS256 with this secret (tests.factories.user_token mints them).
+USER_TOKEN_SECRET = "tests-user-token-secret-0123456789abcdef"
+
+
 def app_config(url: str) -> dict[str, Any]:
     """The configuration every test app runs with."""
     return {
@@ -56,6 +60,8 @@ def app_config(url: str) -> dict[str, Any]:
         "CONSENT_INDEX": "sync",
         # Limits have their own tests; elsewhere a fast test must not meet a 429.
         "CONSENT_RATE_LIMIT": None,
+        "CONSENT_USER_RATE_LIMIT": None,
+        "CONSENT_USER_TOKEN_SECRET": USER_TOKEN_SECRET,
     }
 
 

@@ -13,6 +13,8 @@ from werkzeug.test import TestResponse
 from service.ledger import keys as api_keys
 from service.runtime.extensions import db
 from service.runtime.models import ROLES
+from service.web import usertokens
+from tests.conftest import USER_TOKEN_SECRET
 
 DEFAULTS = {"EEA": "denied", "*": "granted"}
 PROBLEM = "application/problem+json"
@@ -37,6 +39,11 @@ def make_key(app: Flask, *, role: str, name: str | None = None) -> str:
     with app.app_context():
         _, token = api_keys.create_key(name or f"{role}-key", role)
     return token
+
+
+def user_token(user_id: str, *, minutes: float = 5) -> str:
+    """A user token for user_id, signed with the test apps' HS256 secret."""
+    return usertokens.mint(user_id, USER_TOKEN_SECRET.encode(), minutes=minutes)
 
 
 def bearer(token: str, **extra: str) -> dict[str, str]:

@@ -23,7 +23,8 @@ from bench.server import Server, gunicorn
 from service import create_app
 from service.ledger.keys import create_key
 from service.runtime.extensions import db
-from tests.conftest import ON_POSTGRES, PG_URL, app_config, migrate_to_head
+from tests.conftest import ON_POSTGRES, PG_URL, USER_TOKEN_SECRET, app_config, migrate_to_head
+from tests.factories import user_token
 
 ROLES = ("app", "pipeline", "support", "admin")
 
@@ -57,6 +58,10 @@ class LiveServer:
             _, token = create_key(name or f"{role}-{uuid.uuid4().hex[:8]}", role)
             db.engine.dispose()
         return token
+
+    def user_token(self, user_id: str, *, minutes: float = 5) -> str:
+        """A user token for user_id that the server accepts (its HS256 secret is the tests')."""
+        return user_token(user_id, minutes=minutes)
 
     def log(self) -> str:
         """Everything the server has logged so far."""
@@ -95,7 +100,8 @@ def live_server(
 ) -> Iterator[LiveServer]:
     """Start gunicorn on its own fresh database with one key per role; stop and clean up after.
 
-    `environ` adds CONSENT_* settings for the server (e.g. CONSENT_INDEX_POLL_SECONDS="0.05").
+    `environ` adds CONSENT_* settings for the server (e.g. CONSENT_INDEX_POLL_SECONDS="0.05");
+    its user tokens are checked with the tests' secret unless `environ` says otherwise.
     `database_port` makes the server reach PostgreSQL through that local port (a TCP proxy the
     test controls); the test itself still reaches the database directly.
     """
@@ -108,6 +114,7 @@ def live_server(
                 .render_as_string(hide_password=False)
             )
         live_tokens: dict[str, str] = {}
+        environ = {"CONSENT_USER_TOKEN_SECRET": USER_TOKEN_SECRET, **environ}
         saved = {k: os.environ.get(k) for k in environ}
         os.environ.update(environ)
         try:

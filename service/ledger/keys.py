@@ -130,6 +130,17 @@ def revoke_key(name: str, actor: Actor = CLI_ACTOR) -> dict[str, Any]:
     return doc
 
 
+def bearer_token(header: str | None, what: str = "an API key") -> str:
+    """The token of an 'Authorization: Bearer <token>' header, or a 401 saying what is wrong."""
+    if not header:
+        raise Unauthorized(f"Send {what} as 'Authorization: Bearer <token>'.")
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthorized("The Authorization header must be 'Bearer <token>'.")
+    return token
+
+
 def authenticate(
     header: str | None, cache: Callable[[str], tuple[str, str] | None] | None = None
 ) -> Actor:
@@ -138,13 +149,7 @@ def authenticate(
     `cache` maps a token hash to an active key's (name, role) without a database round trip;
     a miss (a key created a moment ago, or none at all) asks the database.
     """
-    if not header:
-        raise Unauthorized("Send an API key as 'Authorization: Bearer <token>'.")
-    scheme, _, token = header.partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
-        raise Unauthorized("The Authorization header must be 'Bearer <token>'.")
-    digest = hash_token(token)
+    digest = hash_token(bearer_token(header))
     cached = cache(digest) if cache is not None else None
     if cached is not None:
         return Actor(cached[0], cached[1], g.get("request_id"))

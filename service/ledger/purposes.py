@@ -31,6 +31,7 @@ def purpose_document(p: Purpose, notice: dict[str, Any] | None = None) -> dict[s
         "unknown_subject": p.unknown_subject,
         "legal_bases": dict(p.legal_bases or {}),
         "notice": notice,
+        "honours_gpc": p.honours_gpc,
         "version": p.version,
         "created_seq": p.created_seq,
         "updated_seq": p.updated_seq,
@@ -47,6 +48,8 @@ def create(
     defaults: Mapping[str, str],
     unknown_subject: str = "denied",
     legal_bases: Mapping[str, str] | None = None,
+    *,
+    honours_gpc: bool = False,
 ) -> dict[str, Any]:
     """Create a purpose; its creation is the first event of its policy history."""
     key = validation.purpose_key(key, field="key")
@@ -62,6 +65,7 @@ def create(
             defaults=clean,
             unknown_subject=unknown_subject,
             legal_bases=bases,
+            honours_gpc=honours_gpc,
             version=1,
             created_seq=w.head + 1,
             updated_seq=w.head + 1,
@@ -76,6 +80,7 @@ def create(
                 defaults=clean,
                 unknown_subject=unknown_subject,
                 legal_bases=bases,
+                honours_gpc=honours_gpc,
             )
         )
         result = purpose_document(purpose)

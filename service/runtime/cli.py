@@ -25,6 +25,7 @@ from service.reads.state import policies
 from service.runtime.extensions import db
 from service.runtime.models import ROLES
 from service.runtime.readiness import MIGRATIONS_DIR
+from service.web import usertokens
 
 
 def _create_app() -> Flask:
@@ -105,6 +106,66 @@ def keys_revoke(name: str) -> None:
         f"Revoked key {doc['name']!r} at {doc['revoked_at']}; every worker refuses it "
         f"(waited {wait:.1f} s for their key caches)."
     )
+
+
+@cli.group()
+def tokens() -> None:
+    """User tokens, for development and tests (a product's backend mints its own)."""
+
+
+@tokens.command("mint")
+@click.option("--user", "user_id", required=True, help="The user ID the token is for (its sub).")
+@click.option(
+    "--minutes",
+    type=click.FloatRange(min=0, min_open=True, max=15),
+    default=5,
+    show_default=True,
+    help="How long it is valid (at most 15).",
+)
+@click.option(
+    "--key",
+    "key_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Sign with this private key (PEM: EC P-256, Ed25519 or RSA) whose public half is in "
+    "CONSENT_USER_TOKEN_JWKS, rather than with the HS256 secret.",
+)
+@click.option("--kid", help="The key's kid in the JWKS (needed with --key).")
+def tokens_mint(user_id: str, minutes: float, key_file: Path | None, kid: str | None) -> None:
+    """Mint a user token and print it alone on the last line."""
+    key: Any
+    if key_file is not None:
+        if not kid:
+            raise click.UsageError("--key needs --kid: the JWKS finds the key by its kid.")
+        try:
+            key, algorithm = usertokens.signing_key_from_pem(key_file.read_bytes())
+        except (ValueError, TypeError) as exc:
+            raise click.BadParameter(str(exc), param_hint="--key") from None
+    else:
+        secret, development = usertokens.minting_secret(current_app)
+        if secret is None:
+            raise click.UsageError(
+                "No key to mint with: set CONSENT_USER_TOKEN_SECRET, pass --key and --kid, or "
+                "start the server with CONSENT_USER_TOKEN_DEV_SECRET=1 (make run does)."
+            )
+        if development:
+            click.echo(
+                "Signed with the DEVELOPMENT secret in the instance folder (development only).",
+                err=True,
+            )
+        key, algorithm = secret, usertokens.SECRET_ALGORITHM
+    try:
+        token = usertokens.mint(
+            user_id,
+            key,
+            algorithm=algorithm,
+            audience=current_app.config["CONSENT_USER_TOKEN_AUDIENCE"],
+            minutes=minutes,
+            kid=kid,
+        )
+    except ConsentError as exc:
+        _fail(exc)
+    click.echo(f"User token for {user_id!r}, valid for {minutes:g} minutes:", err=True)
+    click.echo(token)
 
 
 @cli.group("db")

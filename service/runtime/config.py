@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,37 @@ def from_environ(instance_path: str) -> dict[str, Any]:
         # Set, signing keys made from now on are stored encrypted with it (scrypt, AES-256-GCM);
         # unset, they are stored as they are, protected like the rest of the database.
         "CONSENT_SIGNING_KEY_PASSPHRASE": os.environ.get("CONSENT_SIGNING_KEY_PASSPHRASE") or None,
+        # User tokens for /v1/me: short-lived JWTs the product's backend mints for one user,
+        # checked against a JWKS (a file, re-read when it changes, or an http(s) URL, cached and
+        # refetched on an unknown kid at most once per cooldown) or an HS256 secret. Neither set:
+        # user tokens are off. The development secret (make run) is made and kept in the
+        # instance folder and trusted only when neither is set.
+        "CONSENT_USER_TOKEN_JWKS": os.environ.get("CONSENT_USER_TOKEN_JWKS", "").strip() or None,
+        "CONSENT_USER_TOKEN_SECRET": os.environ.get("CONSENT_USER_TOKEN_SECRET") or None,
+        "CONSENT_USER_TOKEN_DEV_SECRET": os.environ.get("CONSENT_USER_TOKEN_DEV_SECRET", "")
+        .strip()
+        .lower()
+        in ("1", "true", "yes"),
+        "CONSENT_USER_TOKEN_AUDIENCE": os.environ.get(
+            "CONSENT_USER_TOKEN_AUDIENCE", "consent-ledger"
+        ).strip(),
+        # Clock skew allowed between the product's backend and the ledger.
+        "CONSENT_USER_TOKEN_LEEWAY_SECONDS": _at_most(
+            "CONSENT_USER_TOKEN_LEEWAY_SECONDS",
+            os.environ.get("CONSENT_USER_TOKEN_LEEWAY_SECONDS", "5"),
+            60,
+        ),
+        "CONSENT_USER_TOKEN_JWKS_COOLDOWN_SECONDS": _at_most(
+            "CONSENT_USER_TOKEN_JWKS_COOLDOWN_SECONDS",
+            os.environ.get("CONSENT_USER_TOKEN_JWKS_COOLDOWN_SECONDS", "30"),
+            3600,
+        ),
+        # Browser apps allowed to call /v1/me (exact origins, comma- or space-separated).
+        "CONSENT_CORS_ORIGINS": _origins(os.environ.get("CONSENT_CORS_ORIGINS", "")),
+        # Per user (a user token's sub) on /v1/me, beside CONSENT_RATE_LIMIT per token.
+        "CONSENT_USER_RATE_LIMIT": _rate_limit(
+            os.environ.get("CONSENT_USER_RATE_LIMIT", "10/second;300/minute")
+        ),
         "API_TITLE": "Consent Ledger",
         "API_VERSION": "1.0.0",
         "OPENAPI_VERSION": "3.0.3",
@@ -102,6 +134,33 @@ def _positive(name: str, value: str) -> float:
     if not (math.isfinite(number) and number > 0):
         raise ValueError(f"{name} must be a number above zero, not {value!r}.")
     return number
+
+
+def _at_most(name: str, value: str, limit: float) -> float:
+    """A number of seconds from 0 to `limit`; anything else stops the start-up, naming it."""
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not (math.isfinite(number) and 0 <= number <= limit):
+        raise ValueError(f"{name} must be a number from 0 to {limit:g}, not {value!r}.")
+    return number
+
+
+ORIGIN_RE = re.compile(r"^https?://[A-Za-z0-9.-]+(?::[0-9]{1,5})?$")
+
+
+def _origins(value: str) -> tuple[str, ...]:
+    """The exact origins of CONSENT_CORS_ORIGINS (scheme://host[:port]); a wildcard, a path or
+    anything else that is not one origin stops the start-up, naming it."""
+    origins = tuple(o.rstrip("/") for o in value.replace(",", " ").split())
+    for origin in origins:
+        if not ORIGIN_RE.fullmatch(origin):
+            raise ValueError(
+                f"CONSENT_CORS_ORIGINS holds {origin!r}, which is not an origin such as "
+                "https://app.example.com (no wildcard, no path)."
+            )
+    return tuple(o.lower() for o in origins)
 
 
 def _rate_limit(value: str) -> str | None:

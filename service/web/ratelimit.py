@@ -1,6 +1,7 @@
 """Per-key rate limits: a key (or an address, without one) that sends more than its limit gets
-429 problem+json with Retry-After. Limits are parsed by the `limits` library, which also keeps
-shared counts (Redis); counts local to a worker are kept here, more cheaply."""
+429 problem+json with Retry-After; on /v1/me each user has limits of their own too. Limits are
+parsed by the `limits` library, which also keeps shared counts (Redis); counts local to a worker
+are kept here, more cheaply."""
 
 from __future__ import annotations
 
@@ -107,22 +108,38 @@ def check() -> None:
     limits: Limits = current_app.extensions["consent_limits"]
     if request.path in EXEMPT_PATHS:
         return
-    key = rate_key()
+    _count(limits, rate_key(), "this API key")
+
+
+def check_user(user_id: str) -> None:
+    """Count a /v1/me request against its user's limits (CONSENT_USER_RATE_LIMIT), by the
+    verified token's sub: every token of one user shares them."""
+    limits: Limits | None = current_app.extensions.get("consent_user_limits")
+    if limits is not None:
+        _count(limits, "user:" + user_id, "this user")
+
+
+def _count(limits: Limits, key: str, whom: str) -> None:
     for item in limits.items:
         wait = limits.counter.hit(item, key)
         if wait is not None:
             raise TooManyRequests(
-                f"Rate limit of {item} for this API key exceeded; retry later.",
+                f"Rate limit of {item} for {whom} exceeded; retry later.",
                 retry_after=max(1, math.ceil(wait)),
             )
 
 
 def init_app(app: Flask) -> None:
-    """Count every request against CONSENT_RATE_LIMIT, unless it is off."""
+    """Count every request against CONSENT_RATE_LIMIT, and each user's /v1/me requests against
+    CONSENT_USER_RATE_LIMIT, unless they are off."""
     spec = app.config.get("CONSENT_RATE_LIMIT")
-    if not spec:
+    per_user = app.config.get("CONSENT_USER_RATE_LIMIT")
+    if not spec and not per_user:
         return
     uri = app.config["CONSENT_RATE_LIMIT_STORAGE"]
     counter = LocalWindows() if uri == "memory://" else SharedWindows(uri)
-    app.extensions["consent_limits"] = Limits(parse_many(spec), counter)
-    app.before_request(check)
+    if per_user:
+        app.extensions["consent_user_limits"] = Limits(parse_many(per_user), counter)
+    if spec:
+        app.extensions["consent_limits"] = Limits(parse_many(spec), counter)
+        app.before_request(check)

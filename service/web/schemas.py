@@ -51,6 +51,21 @@ def _restriction_id() -> fields.Integer:
     )
 
 
+class JsonBoolean(fields.Boolean):
+    """A JSON true or false, nothing else (marshmallow's Boolean also takes "yes", 1, "on")."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> bool:
+        if not isinstance(value, bool):
+            raise ma.ValidationError("Must be true or false.")
+        return value
+
+
+HONOURS_GPC_DOC = {
+    "description": "Whether a Sec-GPC: 1 request of a user on /v1/me (or /me) who has no "
+    "choice of their own for this purpose records their choice as denied (source gpc)"
+}
+
+
 class PurposeCreateSchema(StrictSchema):
     """Body of POST /v1/purposes."""
 
@@ -73,6 +88,7 @@ class PurposeCreateSchema(StrictSchema):
         load_default=dict,
         metadata=LEGAL_BASES_DOC,
     )
+    honours_gpc = JsonBoolean(load_default=False, metadata=HONOURS_GPC_DOC)
 
 
 class PurposePatchSchema(StrictSchema):
@@ -91,6 +107,7 @@ class PurposePatchSchema(StrictSchema):
         values=_legal_basis(),
         metadata=LEGAL_BASES_DOC,
     )
+    honours_gpc = JsonBoolean(metadata=HONOURS_GPC_DOC)
 
     class Meta(StrictSchema.Meta):
         openapi = {"minProperties": 1}
@@ -162,6 +179,7 @@ class PurposeSchema(ma.Schema):
         allow_none=True,
         metadata={"description": "The notice version published last (null: none yet)"},
     )
+    honours_gpc = fields.Boolean(metadata=HONOURS_GPC_DOC)
     version = fields.Integer()
     created_seq = fields.Integer()
     updated_seq = fields.Integer()

@@ -37,6 +37,10 @@ DESIGNED_PATHS = (
     "/v1/runs/{run_id}/remediations",
     "/v1/runs/{run_id}/lineage",
     "/v1/users/{user_id}/runs",
+    "/v1/me",
+    "/v1/me/consents/{purpose}",
+    "/v1/me/events",
+    "/v1/me/runs",
     "/healthz",
     "/readyz",
 )

@@ -39,10 +39,14 @@ class PurposeCreated(PolicyEvent):
 
     kind: ClassVar[Kind] = Kind.PURPOSE_CREATED
     title: str
+    honours_gpc: bool = False
 
     def to_data(self) -> JsonData:
-        """{"title", "defaults", "unknown_subject", "legal_bases"?}."""
-        return {"title": self.title, **self.policy_data()}
+        """{"title", "defaults", "unknown_subject", "legal_bases"?, "honours_gpc"?}."""
+        data = {"title": self.title, **self.policy_data()}
+        if self.honours_gpc:  # only when set, so earlier payloads read back unchanged
+            data["honours_gpc"] = True
+        return data
 
     @classmethod
     def from_data(cls, user_id: str | None, purpose: str | None, data: JsonData) -> LedgerEvent:
@@ -53,6 +57,7 @@ class PurposeCreated(PolicyEvent):
             defaults=dict(data["defaults"]),
             unknown_subject=str(data["unknown_subject"]),
             legal_bases=dict(data.get("legal_bases") or {}),
+            honours_gpc=data.get("honours_gpc") is True,
         )
 
 

@@ -8,6 +8,7 @@ from service.runtime.extensions import api
 from service.web.api import (
     audit,
     health,
+    me,
     paths,
     pipeline,
     purposes,
@@ -21,5 +22,5 @@ from service.web.api import (
 def register_blueprints(app: Flask) -> None:
     """Register every blueprint on the Api, after the path converters its routes use."""
     paths.init_app(app)
-    for module in (health, purposes, users, pipeline, audit, runs, restrictions, signing):
+    for module in (health, purposes, users, pipeline, audit, runs, restrictions, signing, me):
         api.register_blueprint(module.blp)

@@ -13,6 +13,15 @@ import marshmallow as ma
 from webargs.flaskparser import FlaskParser
 
 from service.domain.errors import BadRequest
+from service.ledger.transaction import IdempotencyRequest
+
+
+def idempotency_request(headers: dict[str, Any], body: dict[str, Any]) -> IdempotencyRequest | None:
+    """The Idempotency-Key of a write (parsed headers) with this request's fingerprint, if sent."""
+    key = headers.get("idempotency_key")
+    if key is None:
+        return None
+    return IdempotencyRequest.of(key, flask.request.method, flask.request.path, body)
 
 
 class StrictParser(FlaskParser):

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import request
 from flask.views import MethodView
 
 from service.ledger import choices, overrides, subjects
-from service.ledger.transaction import IdempotencyRequest
 from service.reads import history
 from service.web.api.access import current_actor, requires
 from service.web.api.parsing import Blueprint
+from service.web.api.parsing import idempotency_request as _idempotency
 from service.web.schemas import (
     ChoiceHeadersSchema,
     ChoicePutSchema,
@@ -27,13 +26,6 @@ from service.web.schemas import (
 )
 
 blp = Blueprint("users", __name__, url_prefix="/v1/users", description="Users and their consent")
-
-
-def _idempotency(headers: dict[str, Any], body: dict[str, Any]) -> IdempotencyRequest | None:
-    key = headers.get("idempotency_key")
-    if key is None:
-        return None
-    return IdempotencyRequest.of(key, request.method, request.path, body)
 
 
 @blp.route("/<user_id:user_id>")

@@ -47,15 +47,16 @@ class ConsoleSessionInterface(SecureCookieSessionInterface):
         return bool(app.config["SESSION_COOKIE_SECURE"]) or request.is_secure
 
 
-def persisted_secret(instance_path: str) -> str:
-    """The secret kept in the instance folder, made once (mode 0600) by whichever worker is first.
+def persisted_secret(instance_path: str, name: str = SECRET_FILE) -> str:
+    """A secret kept in the instance folder under `name`, made once (mode 0600) by whichever
+    worker is first.
 
     The new secret is written to a private temporary file and linked into place, so a second
     worker either loses the race and reads the winner's complete file, or finds it there.
     """
     folder = Path(instance_path)
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / SECRET_FILE
+    path = folder / name
     if not path.exists():
         fd, tmp = tempfile.mkstemp(dir=folder)  # mkstemp creates it with mode 0600
         try:
