@@ -7,8 +7,9 @@ import marshmallow as ma
 from marshmallow import fields, validate
 
 from service.domain.explanations import REASONS
-from service.web.fields import StrictSchema, Text, _basis, _state, _state_out
-from service.web.schemas import DecisionSchema
+from service.domain.validation import NOTICE_VERSION_RE, NOTICE_VERSION_RULE
+from service.web.fields import StrictSchema, _basis, _state, _state_out
+from service.web.schemas import NOTICE_VERSION_FIELD, DecisionSchema, NoticeSchema
 
 GPC_RECORDED_HEADER = "Consent-GPC-Recorded"
 GPC_HEADERS = {
@@ -53,7 +54,8 @@ class MeConsentSchema(DecisionSchema):
 
     title = fields.String()
     description = fields.String()
-    notice = fields.Dict(
+    notice = fields.Nested(
+        NoticeSchema,
         allow_none=True,
         metadata={"description": "The purpose's current notice (null: none published)"},
     )
@@ -85,9 +87,13 @@ class MeChoicePutSchema(StrictSchema):
     """Body of PUT /v1/me/consents/{purpose}: the user's own choice (source self_service)."""
 
     state = _state(required=True)
-    notice_version = Text(
+    notice_version = fields.String(
         load_default=None,
         allow_none=True,
-        validate=validate.Length(min=1, max=32),
-        metadata={"description": "The version of the purpose's notice the user was shown"},
+        validate=validate.Regexp(NOTICE_VERSION_RE, error=f"Must be {NOTICE_VERSION_RULE}."),
+        metadata={
+            **NOTICE_VERSION_FIELD,
+            "description": "The version of the purpose's notice the user was shown; it must "
+            "have been published. Null or absent: not said.",
+        },
     )

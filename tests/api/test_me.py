@@ -272,14 +272,23 @@ def _sample_path(rule: Any) -> str:
         "key": "model_training",
         "run_id": "1",
         "override_id": "1",
+        "restriction_id": "1",
+        "version": "v1",
     }
     return re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", lambda m: values.get(m.group(1), "x"), rule.rule)
 
 
-# Routes that authenticate nothing at all: probes, the spec, static files. A token there
+# Routes that authenticate nothing at all: probes, the spec, static files, the JWKS. A token there
 # reaches no user's data, so they ignore it like any other header.
 PUBLIC_ENDPOINTS = frozenset(
-    {"static", "api-docs.openapi_json", "health.Healthz", "health.Readyz", "health.Metrics"}
+    {
+        "static",
+        "api-docs.openapi_json",
+        "health.Healthz",
+        "health.Readyz",
+        "health.Metrics",
+        "signing.Jwks",
+    }
 )
 
 
