@@ -13,6 +13,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -437,9 +438,40 @@ def filter_file(
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dst.name}.", dir=dst.parent)
     os.close(fd)
     tmp = Path(tmp_name)
-    rows_in = kept = untimed = 0
-    pinned = as_of
     kept_ids = _KeptIds(dst.parent) if run is not None else None
+    # The input's digest is read on another thread while the rows are filtered, and a run is
+    # recorded while the output's digest and the manifest are made: hashing releases the GIL.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="consent-filter") as beside:
+        input_sha256 = beside.submit(sha256_of, src)
+        return _filter_file(
+            client, beside, input_sha256, purpose=purpose, column=column, src=src, dst=dst,
+            tmp=tmp, pinned=as_of, progress=progress, batch_rows=batch_rows, run=run,
+            times=times, fmt=fmt, kept_ids=kept_ids, started=started, began=began,
+        )  # fmt: skip
+
+
+def _filter_file(
+    client: ConsentClient,
+    beside: ThreadPoolExecutor,
+    input_digest: Future[str],
+    *,
+    purpose: str,
+    column: str,
+    src: Path,
+    dst: Path,
+    tmp: Path,
+    pinned: int | None,
+    progress: Progress | None,
+    batch_rows: int,
+    run: RunRequest | None,
+    times: TimeColumn | None,
+    fmt: str,
+    kept_ids: _KeptIds | None,
+    started: datetime,
+    began: float,
+) -> FilterSummary:
+    """filter_file() once its checks are done, with a thread beside it for the digests."""
+    rows_in = kept = untimed = 0
     try:
         table = TABLES[fmt](src, tmp, column, batch_rows, times)
         try:
@@ -466,7 +498,12 @@ def filter_file(
         tmp.unlink(missing_ok=True)
     seconds = time.monotonic() - began
     manifest = Path(f"{dst}.manifest.json")
-    input_sha256 = sha256_of(src)
+    input_sha256 = input_digest.result()
+    recording: Future[dict[str, Any]] | None = None
+    if run is not None and kept_ids is not None:
+        dataset = {"uri": src.resolve().as_uri(), "sha256": input_sha256, "rows_in": rows_in,
+                   "rows_kept": kept}  # fmt: skip
+        recording = beside.submit(_record_run, client, run, purpose, int(pinned), dataset, kept_ids)
     document: dict[str, Any] = {
         "purpose": purpose,
         "as_of": pinned,
@@ -487,12 +524,10 @@ def filter_file(
     summary = FilterSummary(
         rows_in, kept, rows_in - kept, int(pinned), seconds, manifest, untimed=counted
     )
-    if run is None or kept_ids is None:
+    if recording is None or kept_ids is None:
         return summary
     try:
-        dataset = {"uri": src.resolve().as_uri(), "sha256": input_sha256, "rows_in": rows_in,
-                   "rows_kept": kept}  # fmt: skip
-        recorded = _record_run(client, run, purpose, int(pinned), dataset, kept_ids)
+        recorded = recording.result()
     finally:
         kept_ids.remove()
     document["run"] = {"id": recorded["id"], "name": recorded["name"], "model": recorded["model"]}
