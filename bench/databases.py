@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sqlite3
 import tempfile
@@ -43,7 +44,9 @@ def _admin() -> psycopg.Connection[tuple[object, ...]]:
 def fresh_database(kind: str, subjects: int) -> Iterator[BenchDatabase]:
     """Create an empty database for a run of `subjects`, and drop it however the run ends."""
     if kind == "postgres":
-        name = f"bench_{subjects}"
+        # BENCH_DB_TAG keeps benchmarks run side by side (e.g. from several worktrees) apart.
+        tag = os.environ.get("BENCH_DB_TAG", "")
+        name = f"bench_{tag}_{subjects}" if tag else f"bench_{subjects}"
         with _admin() as conn:
             # A run that was killed outright may have left its database behind.
             conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

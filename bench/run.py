@@ -48,6 +48,7 @@ from bench.workloads import (
     snapshot_signature,
     spot_check,
     sql_baseline,
+    writes,
 )
 from bench.workloads.session import FULL, QUICK, Profile, Session
 
@@ -76,6 +77,9 @@ WORKLOADS: list[tuple[str, Workload]] = [
     ("freshness and as_of", freshness.freshness),
     # It revokes members of its run for good, so it comes last.
     ("training runs", runs.training_runs),
+    # Choice writes at full speed: they flip thousands of users' states, so they come after
+    # every workload that checks answers against the seeded population.
+    ("choice writes and a mixed surge", writes.writes),
 ]
 
 
