@@ -177,6 +177,18 @@ class PurposeForm(ConfirmedForm):
             "unknown_subject": self.unknown_subject.data,
         }
 
+    def facts(self, purpose: dict[str, Any]) -> dict[str, str]:
+        """The policy now and after, as the confirmation page lists it."""
+        after = self.policy()
+        everywhere = "(none: consent everywhere)"
+        return {
+            "Defaults now": format_selector_map(purpose["defaults"]) or "(none)",
+            "Defaults after": format_selector_map(after["defaults"]) or "(none)",
+            "Legal bases now": format_selector_map(purpose["legal_bases"]) or everywhere,
+            "Legal bases after": format_selector_map(after["legal_bases"]) or everywhere,
+            "Never-seen IDs": f"{purpose['unknown_subject']} → {after['unknown_subject']}",
+        }
+
 
 class NoticeForm(ConfirmedForm):
     """Publish a new version of a purpose's notice (what users are shown)."""

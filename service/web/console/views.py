@@ -302,28 +302,22 @@ def purpose_edit(key: str) -> Any:
         form.unknown_subject.data = purpose["unknown_subject"]
     elif form.validate():
         changes = form.policy()
-        if not form.is_confirmed:
-            return _confirm(
-                f"Change the policy of {key}?",
-                {
-                    "Defaults now": format_selector_map(purpose["defaults"]) or "(none)",
-                    "Defaults after": format_selector_map(changes["defaults"]) or "(none)",
-                    "Legal bases now": format_selector_map(purpose["legal_bases"])
-                    or "(none: consent everywhere)",
-                    "Legal bases after": format_selector_map(changes["legal_bases"])
-                    or "(none: consent everywhere)",
-                    "Never-seen IDs": " → ".join(
-                        (purpose["unknown_subject"], changes["unknown_subject"])
-                    ),
-                },
-                url_for("console.purpose_edit", key=key),
-                "Save policy",
-                None,
-                impact=impact.default_change(key, changes["defaults"], changes["legal_bases"]),
-            )
-        purposes.update(current(), key, changes)
-        flash(f"Policy of {key} saved.")
-        return redirect(url_for("console.purpose_list"))
+        try:
+            if not form.is_confirmed:
+                return _confirm(
+                    f"Change the policy of {key}?",
+                    form.facts(purpose),
+                    url_for("console.purpose_edit", key=key),
+                    "Save policy",
+                    None,
+                    impact=impact.default_change(key, changes["defaults"], changes["legal_bases"]),
+                )
+            purposes.update(current(), key, changes)
+        except ValidationFailed as error:
+            _attach(form, error, {"defaults": "defaults", "legal_bases": "legal_bases"})
+        else:
+            flash(f"Policy of {key} saved.")
+            return redirect(url_for("console.purpose_list"))
     status = 422 if form.errors else 200
     return render_template("console/purpose_edit.html", purpose=purpose, form=form), status
 
