@@ -12,7 +12,8 @@ from service.domain.clock import utcnow
 from service.domain.errors import NotFound
 from service.domain.policy import Policy, default_for, legal_basis_for
 from service.readindex.index import JURISDICTIONS
-from service.reads.consistent import read_transaction
+from service.reads import restrictions as restriction_reads
+from service.reads.consistent import head_seq, read_transaction
 from service.runtime.extensions import db
 from service.runtime.models import Choice, Override, Purpose, Subject
 
@@ -89,8 +90,11 @@ def default_change(
 
     One GROUP BY over subjects on their default, each jurisdiction judged under the old and the
     new policy; when the change moves where the purpose is not offered, a second one over the
-    subjects with a choice or an active override, which not_offered overrules. Never-seen IDs
-    follow unknown_subject (or a `*` not_offered) and are not counted here.
+    subjects with a choice or an active override, which not_offered overrules. Subjects of a
+    jurisdiction an active restriction of the purpose covers are denied whatever the policy
+    (an answer without a content time is denied by a windowed one too): they are counted in
+    `under_restriction`, never as changing. Never-seen IDs follow unknown_subject (or a `*`
+    not_offered) and are not counted here.
     """
     key = validation.purpose_key(purpose, field="key")
     clean = validation.defaults(new_defaults)
@@ -104,11 +108,16 @@ def default_change(
         counts = default_subjects_by_jurisdiction(key)
         offering_moves = any(_not_offered(old, j) != _not_offered(new, j) for j in JURISDICTIONS)
         own = own_states_by_jurisdiction(key) if offering_moves else {}
-    to_granted = to_denied = 0
+        head, _ = head_seq()
+        restrictions = [r for r in restriction_reads.facts(key, head) if r.active(head)]
+    to_granted = to_denied = under_restriction = 0
     judged = [(j, default_for(old, j)[0], default_for(new, j)[0], n) for j, n in counts.items()] + [
         (j, state, state, n) for (j, state), n in own.items()
     ]
     for jurisdiction, old_state, new_state, count in judged:
+        if any(r.covers(key, jurisdiction) for r in restrictions):
+            under_restriction += count
+            continue
         before = "denied" if _not_offered(old, jurisdiction) else old_state
         after = "denied" if _not_offered(new, jurisdiction) else new_state
         if before != after:
@@ -123,4 +132,5 @@ def default_change(
         "to_granted": to_granted,
         "to_denied": to_denied,
         "changed": to_granted + to_denied,
+        "under_restriction": under_restriction,
     }

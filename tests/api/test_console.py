@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from werkzeug.test import TestResponse
 
 from service import create_app
 from service.ledger import keys as api_keys
@@ -20,10 +19,9 @@ from service.reads import impact
 from service.runtime.extensions import db
 from service.web.console.sessions import persisted_secret
 from service.web.console.wording import basis_words
+from tests.api.console_client import CSRF_RE, Console
 from tests.conftest import app_config
 from tests.factories import Api
-
-CSRF_RE = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
 
 
 @pytest.fixture
@@ -33,39 +31,6 @@ def app(database_url: str) -> Iterator[Flask]:
     yield app
     with app.app_context():
         db.engine.dispose()
-
-
-class Console:
-    """A browser-like client of the console: it reads each form's CSRF token before posting."""
-
-    def __init__(self, client: FlaskClient) -> None:
-        self.client = client
-
-    def get(self, path: str) -> TestResponse:
-        """GET a console page."""
-        return self.client.get(path)
-
-    def token(self, path: str = "/console/sign-in") -> str:
-        """The CSRF token from a form on `path`."""
-        match = CSRF_RE.search(self.get(path).get_data(as_text=True))
-        assert match, f"no CSRF token on {path}"
-        return match.group(1)
-
-    def post(
-        self, path: str, data: dict[str, Any], *, form_page: str | None = None
-    ) -> TestResponse:
-        """POST a form with the CSRF token a page rendered for it."""
-        return self.client.post(path, data={"csrf_token": self.token(form_page or path), **data})
-
-    def sign_in(self, token: str) -> TestResponse:
-        """Sign in with an API key."""
-        return self.post("/console/sign-in", {"token": token})
-
-    def text(self, path: str) -> str:
-        """A page's HTML."""
-        resp = self.get(path)
-        assert resp.status_code == 200, resp.get_data(as_text=True)[:500]
-        return resp.get_data(as_text=True)
 
 
 @pytest.fixture
@@ -345,6 +310,7 @@ def test_impact_counts_only_subjects_on_their_default(api: Api, app: Flask) -> N
         "to_granted": 2,
         "to_denied": 0,
         "changed": 2,
+        "under_restriction": 0,
     }
     assert unchanged["changed"] == 0
     assert (to_denied["to_denied"], to_denied["to_granted"]) == (1, 0)

@@ -312,6 +312,7 @@ def test_the_impact_preview_counts_choices_and_overrides_that_not_offered_overru
         "to_granted": 0,
         "to_denied": 2,
         "changed": 2,
+        "under_restriction": 0,
     }
     assert (defaults_only["changed"], defaults_only["with_own_state"]) == (1, 0)
     patch(api, {"legal_bases": {"EEA": "not_offered"}})

@@ -12,7 +12,7 @@ from service import create_app
 from service.domain import events as ev
 from service.runtime.extensions import db
 from service.runtime.models import Choice
-from service.web.console.wording import basis_words, event_words
+from service.web.console.wording import basis_words, event_words, legal_basis_words
 from tests.conftest import app_config
 from tests.factories import Api, assert_problem, bearer, ledger_state
 
@@ -331,7 +331,5 @@ def test_the_console_says_which_notice_a_choice_was_made_under() -> None:
     assert basis_words({"state": "denied", "basis": "not_offered"}) == (
         "Denied — purpose not offered in the user's jurisdiction"
     )
-    legitimate = {"state": "granted", "basis": "default", "default_selector": "*"}
-    assert basis_words({**legitimate, "legal_basis": "legitimate_interest"}).endswith(
-        "; legal basis: legitimate interest"
-    )
+    assert legal_basis_words("legitimate_interest").startswith("Legitimate interest")
+    assert legal_basis_words(None) == "Consent"

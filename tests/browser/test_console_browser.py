@@ -119,16 +119,20 @@ def test_an_admin_edits_defaults_after_seeing_how_many_subjects_change(
     sign_in(page, server, "admin")
     page.get_by_role("link", name="Purposes").click()
     screenshot(page, "07-purposes")
-    page.get_by_role("link", name="Edit defaults of model_training").click()
+    page.get_by_role("link", name="Edit policy of model_training").click()
     page.get_by_label("Defaults, one SELECTOR=state per line").fill("EEA=granted\n*=granted")
+    page.get_by_label("Legal bases").fill("US=not_offered")
     screenshot(page, "08-edit-purpose")
     page.get_by_role("button", name="Review change").click()
+    # u1 (DE) turns granted; u2 (US) said no, so not offering it there changes no answer
     expect(page.get_by_role("status")).to_contain_text("1 known subject would change")
+    expect(page.get_by_role("status")).to_contain_text("and 1 with their own choice")
     screenshot(page, "09-confirm-purpose")
-    page.get_by_role("button", name="Save defaults").click()
-    expect(page.get_by_role("status")).to_contain_text("Defaults of model_training saved.")
+    page.get_by_role("button", name="Save policy").click()
+    expect(page.get_by_role("status")).to_contain_text("Policy of model_training saved.")
     purpose = api(server, "GET", "/v1/purposes/model_training", "pipeline")
     assert purpose["defaults"] == {"EEA": "granted", "*": "granted"}
+    assert purpose["legal_bases"] == {"US": "not_offered"}
     change = api(server, "GET", "/v1/changes?purpose=model_training", "pipeline")["events"][-1]
     assert (change["kind"], change["actor"], change["role"]) == (
         "policy_changed",

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from bench.server import gunicorn
-from tests.api.test_console import CSRF_RE
+from tests.api.console_client import CSRF_RE
 from tests.conftest import ON_POSTGRES
 
 REPO = Path(__file__).resolve().parents[2]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import secrets
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
@@ -25,23 +26,33 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response as BaseResponse
 
-from service.domain.errors import ConsentError
-from service.ledger import overrides, purposes, runs
-from service.ledger.transaction import Actor
-from service.reads import impact, run_streams
+from service.domain.errors import ConsentError, ValidationFailed
+from service.ledger import notices, overrides, purposes, restrictions, runs
+from service.ledger.transaction import Actor, IdempotencyRequest
+from service.reads import impact, restriction_impact, run_streams
 from service.reads import runs as run_reads
 from service.web.console import sessions
 from service.web.console.forms import (
     LiftForm,
+    NoticeForm,
     OverrideForm,
     PurposeForm,
     RemediationForm,
+    RestrictionForm,
+    RestrictionLiftForm,
     SignInForm,
     SignOutForm,
-    format_defaults,
+    format_selector_map,
 )
-from service.web.console.records import user_record
-from service.web.console.wording import basis_words
+from service.web.console.records import restriction_list, restriction_record, user_record
+from service.web.console.wording import (
+    basis_words,
+    legal_basis_words,
+    restriction_words,
+    subjects,
+    time_words,
+    window_words,
+)
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -83,7 +94,8 @@ def sign_out_form() -> FlaskForm:
     return SignOutForm()
 
 
-bp.add_app_template_filter(basis_words, "basis_words")
+for _words in (basis_words, legal_basis_words, restriction_words, time_words, window_words):
+    bp.add_app_template_filter(_words)
 
 
 def staff(*roles: str) -> Callable[[F], F]:
@@ -273,41 +285,190 @@ def lift_override(user_id: str, override_id: int) -> Any:
 @bp.get("/purposes")
 @staff("admin")
 def purpose_list() -> Any:
-    """Every purpose and its default policy."""
+    """Every purpose: its defaults, legal bases and current notice."""
     return render_template("console/purposes.html", purposes=purposes.list_all())
 
 
 @bp.route("/purposes/<key>", methods=["GET", "POST"])
 @staff("admin")
 def purpose_edit(key: str) -> Any:
-    """Edit a purpose's defaults; the confirmation page says how many subjects would change."""
+    """Edit a purpose's defaults and legal bases; the confirmation page says how many subjects
+    would change."""
     purpose = purposes.get(key)
     form = PurposeForm()
     if request.method == "GET":
-        form.defaults.data = format_defaults(purpose["defaults"])
+        form.defaults.data = format_selector_map(purpose["defaults"])
+        form.legal_bases.data = format_selector_map(purpose["legal_bases"])
         form.unknown_subject.data = purpose["unknown_subject"]
     elif form.validate():
         changes = form.policy()
-        if not form.is_confirmed:
-            return _confirm(
-                f"Change the defaults of {key}?",
-                {
-                    "Defaults now": format_defaults(purpose["defaults"]) or "(none)",
-                    "Defaults after": format_defaults(changes["defaults"]) or "(none)",
-                    "Never-seen IDs": " → ".join(
-                        (purpose["unknown_subject"], changes["unknown_subject"])
-                    ),
-                },
-                url_for("console.purpose_edit", key=key),
-                "Save defaults",
-                None,
-                impact=impact.default_change(key, changes["defaults"]),
-            )
-        purposes.update(current(), key, changes)
-        flash(f"Defaults of {key} saved.")
-        return redirect(url_for("console.purpose_list"))
+        try:
+            if not form.is_confirmed:
+                return _confirm(
+                    f"Change the policy of {key}?",
+                    form.facts(purpose),
+                    url_for("console.purpose_edit", key=key),
+                    "Save policy",
+                    None,
+                    impact=impact.default_change(key, changes["defaults"], changes["legal_bases"]),
+                )
+            purposes.update(current(), key, changes)
+        except ValidationFailed as error:
+            _attach(form, error, {"defaults": "defaults", "legal_bases": "legal_bases"})
+        else:
+            flash(f"Policy of {key} saved.")
+            return redirect(url_for("console.purpose_list"))
     status = 422 if form.errors else 200
     return render_template("console/purpose_edit.html", purpose=purpose, form=form), status
+
+
+@bp.get("/purposes/<key>/notices")
+@staff("support")
+def purpose_notices(key: str) -> Any:
+    """A purpose's notice: the current version and every one before it."""
+    return _notices_page(key, NoticeForm())
+
+
+@bp.post("/purposes/<key>/notices")
+@staff("admin")
+def publish_notice(key: str) -> Any:
+    """Publish a new version of a purpose's notice, after a confirmation page."""
+    published = [n["version"] for n in notices.list_for(key)]
+    form = NoticeForm(published=published)
+    if form.validate():
+        url = form.url.data or None
+        if not form.is_confirmed:
+            return _confirm(
+                f"Publish version {form.version.data} of the notice of {key}?",
+                {
+                    "Version": form.version.data,
+                    "Text": form.text.data,
+                    "URL": url or "none",
+                    "Current version": published[-1] if published else "none yet",
+                },
+                url_for("console.publish_notice", key=key),
+                "Publish notice",
+                None,
+                cancel=url_for("console.purpose_notices", key=key),
+                note="A published version never changes. Choices made from now on may cite it.",
+            )
+        try:
+            notices.publish(current(), key, form.version.data, form.text.data, url)
+        except ConsentError as error:
+            _attach(form, error, {"version": "version", "text": "text", "url": "url"})
+        else:
+            flash(f"Notice version {form.version.data} of {key} published.")
+            return redirect(url_for("console.purpose_notices", key=key))
+    return _notices_page(key, form, 422)
+
+
+def _notices_page(key: str, form: NoticeForm, status: int = 200) -> tuple[str, int]:
+    purpose = purposes.get(key)
+    versions = notices.list_for(key)
+    return render_template(
+        "console/notices.html", purpose=purpose, notices=versions[::-1], form=form
+    ), status
+
+
+@bp.get("/restrictions")
+@staff("support")
+def restriction_list_page() -> Any:
+    """Every restriction, active and lifted."""
+    return render_template("console/restrictions.html", listing=restriction_list())
+
+
+# Where the domain's field names (service.domain.restrictions) are on the form.
+RESTRICTION_FIELDS = {
+    "purposes": "purposes",
+    "jurisdictions": "jurisdictions",
+    "window.from": "window_from",
+    "window.to": "window_to",
+    "window.time_basis": "time_basis",
+}
+
+
+@bp.route("/restrictions/new", methods=["GET", "POST"])
+@staff("admin")
+def restriction_new() -> Any:
+    """Place a restriction; the confirmation page says how many subjects' answers it denies."""
+    form = RestrictionForm()
+    form.purposes.choices = [p["key"] for p in purposes.list_all()]
+    if request.method == "POST" and form.validate():
+        try:
+            if not form.is_confirmed:
+                return _confirm(
+                    "Place this restriction?",
+                    form.facts(),
+                    url_for("console.restriction_new"),
+                    "Place restriction",
+                    None,
+                    impact=restriction_impact.placing(**form.scope()),
+                    cancel=url_for("console.restriction_list_page"),
+                    once=True,
+                )
+            order, once = form.order(), form.once.data
+            placed = restrictions.place(
+                current(),
+                **order,
+                idempotency=IdempotencyRequest.of(once, "POST", request.path, order)
+                if once
+                else None,
+            )
+        except ValidationFailed as error:
+            _attach(form, error, RESTRICTION_FIELDS)
+        else:
+            denied = sum(placed["changed"]["placed"].values())
+            flash(f"Restriction #{placed['id']} placed: {subjects(denied)} denied.")
+            return redirect(url_for("console.restriction_page", restriction_id=placed["id"]))
+    status = 422 if form.errors else 200
+    return render_template("console/restriction_new.html", form=form), status
+
+
+RESTRICTION_ID = "<int(max=2147483647):restriction_id>"
+
+
+@bp.get(f"/restrictions/{RESTRICTION_ID}")
+@staff("support")
+def restriction_page(restriction_id: int) -> Any:
+    """A restriction: its order, scope, window, who placed and lifted it, and its events."""
+    return _restriction_page(restriction_id, RestrictionLiftForm())
+
+
+@bp.post(f"/restrictions/{RESTRICTION_ID}/lift")
+@staff("admin")
+def restriction_lift(restriction_id: int) -> Any:
+    """Lift a restriction; the confirmation page says how many answers it allows again."""
+    form = RestrictionLiftForm()
+    if not form.validate():
+        return _restriction_page(restriction_id, form, 422)
+    if not form.is_confirmed:
+        preview = restriction_impact.lifting(restriction_id)
+        record = restriction_record(restriction_id)
+        return _confirm(
+            f"Lift restriction #{restriction_id}?",
+            {
+                "Order": f"{record['authority']}, {record['instrument']}",
+                "Purposes": ", ".join(record["purposes"]),
+                "Jurisdictions": ", ".join(record["jurisdictions"]),
+                "Reason for lifting": form.reason.data,
+            },
+            url_for("console.restriction_lift", restriction_id=restriction_id),
+            "Lift restriction",
+            None,
+            impact=preview,
+            cancel=url_for("console.restriction_page", restriction_id=restriction_id),
+        )
+    lifted = restrictions.lift(current(), restriction_id, form.reason.data)
+    allowed = sum((lifted["changed"]["lifted"] or {}).values())
+    flash(f"Restriction #{restriction_id} lifted: {subjects(allowed)} allowed again.")
+    return redirect(url_for("console.restriction_page", restriction_id=restriction_id))
+
+
+def _restriction_page(
+    restriction_id: int, form: RestrictionLiftForm, status: int = 200
+) -> tuple[str, int]:
+    record = restriction_record(restriction_id)
+    return render_template("console/restriction.html", r=record, lift_form=form), status
 
 
 @bp.get("/runs")
@@ -372,6 +533,18 @@ def run_affected(run_id: int, fmt: str) -> Response:
     )
 
 
+def _attach(form: FlaskForm, error: ConsentError, fields: dict[str, str]) -> None:
+    """Show a refusal from the capability module beside the form's fields it names (by the
+    API's field names, e.g. `window.to`), and the rest at the top of the form."""
+    named = error.errors or {}
+    for name, messages in named.items():
+        field = fields.get(name) or fields.get(name.split(".")[0])
+        target = form[field].errors if field else form.form_errors
+        target.extend(messages)
+    if not named:
+        form.form_errors.append(error.detail)
+
+
 def _form_problem(form: FlaskForm, user_id: str | None) -> tuple[str, int]:
     errors = {name: list(messages) for name, messages in form.errors.items()}
     return _error_page(422, "Check the form", "Some fields need attention.", errors)
@@ -385,10 +558,19 @@ def _confirm(
     user_id: str | None,
     impact: dict[str, Any] | None = None,
     cancel: str | None = None,
+    note: str | None = None,
+    once: bool = False,
 ) -> str:
-    # The same fields go back as hidden inputs, with confirmed=yes: the confirmation page needs
-    # no script and the second POST is validated again from scratch.
-    fields = [(k, v) for k, v in request.form.items() if k not in ("csrf_token", "confirmed")]
+    # The same fields go back as hidden inputs (every value of a multi-select), with
+    # confirmed=yes: the confirmation page needs no script and the second POST is validated
+    # again from scratch.
+    fields = [
+        (k, v)
+        for k, v in request.form.items(multi=True)
+        if k not in ("csrf_token", "confirmed", "once")
+    ]
+    if once:
+        fields.append(("once", secrets.token_urlsafe(24)))
     return render_template(
         "console/confirm.html",
         question=question,
@@ -399,4 +581,5 @@ def _confirm(
         user_id=user_id,
         impact=impact,
         cancel=cancel,
+        note=note,
     )
