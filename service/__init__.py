@@ -76,6 +76,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     console.init_app(app)
 
+    from service.web import me
+
+    me.init_app(app)
+
     interval = float(app.config["CONSENT_EXPIRY_SWEEP_SECONDS"])
     if interval > 0 and not app.testing:
         from service.ledger import sweeper

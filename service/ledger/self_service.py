@@ -15,10 +15,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from service.domain import validation
+from service.domain import consent_record, validation
+from service.domain.clock import isoformat, utcnow
 from service.domain.errors import Conflict, NotFound, PreconditionFailed
 from service.domain.explanations import GPC_SOURCE, explain
-from service.ledger import choices, purposes
+from service.ledger import choices, purposes, signing
 from service.ledger.subjects import subject_document
 from service.ledger.transaction import Actor, IdempotencyRequest
 from service.reads import history
@@ -32,6 +33,8 @@ USER_ROLE = "user"
 SOURCE = "self_service"
 # If-Match for "no choice yet": a choice's version starts at 1, so only its absence is 0.
 NO_CHOICE_YET = '"0"'
+# Who issues the consent records it signs (its keys at /.well-known/jwks.json).
+RECORD_ISSUER = "Consent Ledger"
 
 
 def user_actor(user_id: str, request_id: str | None = None) -> Actor:
@@ -177,3 +180,29 @@ def own_runs(user_id: str, as_of: str | None = None) -> dict[str, Any]:
     """The training runs that used the user's data, newest first, each saying whether the user
     is affected now (denied as of the seq)."""
     return run_reads.user_runs(user_id, as_of)
+
+
+def all_own_events(user_id: str) -> list[dict[str, Any]]:
+    """The user's whole history, oldest first (every page of own_events)."""
+    events: list[dict[str, Any]] = []
+    after = 0
+    while True:
+        page = own_events(user_id, after)
+        events.extend(page["events"])
+        if not page["has_more"]:
+            return events
+        after = page["next_after"]
+
+
+def own_record(user_id: str) -> dict[str, Any]:
+    """The user's consent record (JSON-LD, DPV terms, ISO/IEC TS 27560) as of the head, with
+    their whole history, signed by the ledger (its `proof`; `consent verify` checks it)."""
+    signing.signer()  # made first on first use, so the record is as of the key's own event too
+    me = me_document(user_id)
+    record = consent_record.build(
+        me,
+        all_own_events(user_id),
+        issued=str(isoformat(utcnow())),
+        issuer=RECORD_ISSUER,
+    )
+    return signing.sign_record(record)

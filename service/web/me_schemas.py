@@ -97,3 +97,38 @@ class MeChoicePutSchema(StrictSchema):
             "have been published. Null or absent: not said.",
         },
     )
+
+
+class ConsentRecordSchema(ma.Schema):
+    """The user's consent record: JSON-LD in W3C DPV terms following ISO/IEC TS 27560, signed.
+
+    Documentation only: the view answers the signed record's JSON unchanged, since the
+    signature covers every member (`consent verify` checks it against /.well-known/jwks.json).
+    """
+
+    context = fields.Dict(
+        data_key="@context",
+        metadata={"description": "DPV (https://w3id.org/dpv#) and the ledger's own terms"},
+    )
+    type = fields.String(data_key="@type", metadata={"enum": ["dpv:ConsentRecord"]})
+    issued = fields.String(metadata={"description": "When the record was made (RFC 3339)"})
+    issuer = fields.String()
+    as_of = fields.Integer(metadata={"description": "The ledger seq the record is as of"})
+    subject = fields.Dict(
+        metadata={"description": "dpv:DataSubject: user_id, jurisdiction, erased"}
+    )
+    consents = fields.List(
+        fields.Dict(),
+        metadata={
+            "description": "Per purpose: purpose, legal_basis (dpv:Consent, "
+            "dpv:LegitimateInterest, cl:NotOffered), status (dpv:ConsentGiven, "
+            "dpv:ConsentRefused, dpv:ConsentWithdrawn, dpv:ConsentUnknown) or objection, "
+            "notice (version), basis, explanation, events"
+        },
+    )
+    events = fields.List(fields.Dict(), metadata={"description": "Events of the whole account"})
+    proof = fields.Dict(
+        metadata={
+            "description": "The ledger's signature: {type, alg, kid, canonicalization, jwks, jws}"
+        }
+    )

@@ -297,7 +297,8 @@ def _api_routes(app: Flask) -> list[tuple[str, str]]:
     for rule in app.url_map.iter_rules():
         if (
             rule.endpoint in PUBLIC_ENDPOINTS
-            or rule.rule.startswith(("/v1/me", "/console"))
+            or rule.rule.startswith(("/v1/me", "/console", "/me/"))
+            or rule.rule == "/me"
             or rule.methods is None
         ):
             continue

@@ -41,6 +41,7 @@ DESIGNED_PATHS = (
     "/v1/me/consents/{purpose}",
     "/v1/me/events",
     "/v1/me/runs",
+    "/v1/me/record",
     "/healthz",
     "/readyz",
 )

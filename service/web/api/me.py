@@ -8,10 +8,11 @@ has Global Privacy Control honoured once it has succeeded (service.ledger.self_s
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
-from flask import g, request
+from flask import Response, g, request
 from flask.views import MethodView
 
 from service.ledger import choices, self_service
@@ -20,6 +21,7 @@ from service.web.api.parsing import Blueprint, idempotency_request
 from service.web.me_schemas import (
     GPC_HEADERS,
     GPC_RECORDED_HEADER,
+    ConsentRecordSchema,
     MeChoicePutSchema,
     MeConsentSchema,
     MeSchema,
@@ -156,7 +158,33 @@ class MyRuns(MethodView):
         return self_service.own_runs(current_user().user_id, args["as_of"])
 
 
-# GET /v1/me/record, the user's signed consent record (JSON-LD, DPV terms, ISO/IEC TS 27560),
-# joins here as one more view of this blueprint: @requires_user(), @blp.doc(security=USER_TOKEN),
-# @honours_gpc, answering from self_service.me_document and own_events of
-# current_user().user_id, signed with the ledger's signing key.
+RECORD_MEDIA_TYPE = "application/ld+json"
+
+
+def record_response(user_id: str) -> Response:
+    """The user's signed consent record as its exact JSON (the signature covers every member),
+    offered as a file to keep."""
+    record = self_service.own_record(user_id)
+    response = Response(
+        json.dumps(record, ensure_ascii=False, indent=2), mimetype=RECORD_MEDIA_TYPE
+    )
+    response.headers["Content-Disposition"] = (
+        f'attachment; filename="consent-record-as-of-{record["as_of"]}.jsonld"'
+    )
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@blp.route("/record")
+class MyRecord(MethodView):
+    """The user's signed consent record."""
+
+    @requires_user()
+    @blp.doc(security=USER_TOKEN)
+    @blp.response(200, ConsentRecordSchema, headers=GPC_HEADERS, content_type=RECORD_MEDIA_TYPE)
+    @honours_gpc
+    def get(self) -> Any:
+        """Download the user's consent record: JSON-LD in W3C DPV terms following ISO/IEC TS
+        27560, with every purpose's status, legal basis, notice version, reason and events,
+        signed by the ledger (`proof`; check it with `consent verify`)."""
+        return record_response(current_user().user_id)
