@@ -4,12 +4,11 @@ body of setting their own choice."""
 from __future__ import annotations
 
 import marshmallow as ma
-from marshmallow import fields, validate
+from marshmallow import fields
 
 from service.domain.explanations import REASONS
-from service.domain.validation import NOTICE_VERSION_RE, NOTICE_VERSION_RULE
 from service.web.fields import StrictSchema, _basis, _state, _state_out
-from service.web.schemas import NOTICE_VERSION_FIELD, DecisionSchema, NoticeSchema
+from service.web.schemas import DecisionSchema, NoticeSchema, chosen_notice_version
 
 GPC_RECORDED_HEADER = "Consent-GPC-Recorded"
 GPC_HEADERS = {
@@ -87,16 +86,7 @@ class MeChoicePutSchema(StrictSchema):
     """Body of PUT /v1/me/consents/{purpose}: the user's own choice (source self_service)."""
 
     state = _state(required=True)
-    notice_version = fields.String(
-        load_default=None,
-        allow_none=True,
-        validate=validate.Regexp(NOTICE_VERSION_RE, error=f"Must be {NOTICE_VERSION_RULE}."),
-        metadata={
-            **NOTICE_VERSION_FIELD,
-            "description": "The version of the purpose's notice the user was shown; it must "
-            "have been published. Null or absent: not said.",
-        },
-    )
+    notice_version = chosen_notice_version()
 
 
 class ConsentRecordSchema(ma.Schema):

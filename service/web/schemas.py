@@ -124,6 +124,20 @@ NOTICE_VERSION_FIELD = {
 }
 
 
+def chosen_notice_version() -> fields.String:
+    """The optional `notice_version` a choice names (the app's and the user's own)."""
+    return fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Regexp(NOTICE_VERSION_RE, error=f"Must be {NOTICE_VERSION_RULE}."),
+        metadata={
+            **NOTICE_VERSION_FIELD,
+            "description": "The version of the purpose's notice the user was shown; it must "
+            "have been published (PUT /v1/purposes/{key}/notice). Null or absent: not said.",
+        },
+    )
+
+
 class NoticePutSchema(StrictSchema):
     """Body of PUT /v1/purposes/{key}/notice: one version of what users are shown."""
 
@@ -277,16 +291,7 @@ class ChoicePutSchema(StrictSchema):
             r"^[a-z][a-z0-9_]{0,31}$", error="Must be a short lower-case word like 'settings'."
         ),
     )
-    notice_version = fields.String(
-        load_default=None,
-        allow_none=True,
-        validate=validate.Regexp(NOTICE_VERSION_RE, error=f"Must be {NOTICE_VERSION_RULE}."),
-        metadata={
-            **NOTICE_VERSION_FIELD,
-            "description": "The version of the purpose's notice the user was shown; it must "
-            "have been published (PUT /v1/purposes/{key}/notice). Null or absent: not said.",
-        },
-    )
+    notice_version = chosen_notice_version()
 
 
 class IdempotencyHeadersSchema(ma.Schema):
