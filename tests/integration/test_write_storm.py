@@ -10,20 +10,36 @@ from __future__ import annotations
 import os
 import threading
 from collections import defaultdict
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from flask import Flask
 
+from service import create_app
 from service.runtime.extensions import db
 from service.runtime.models import Choice, Event, LedgerHead
-from tests.conftest import postgres_only
+from tests.conftest import app_config, postgres_only
 from tests.factories import bearer
 
 WRITERS = 16
 WRITES_PER_WRITER = int(os.environ.get("CONSENT_TEST_WRITES_PER_WRITER", "250"))
 USERS = 40
+
+
+@pytest.fixture
+def app(database_url: str) -> Iterator[Flask]:
+    """The application with a pool for 16 writers in one process (a request may hold two
+    connections: its session's and the key check's). Served, each gunicorn worker has 4
+    threads, which the default pool of 5 + 10 covers; here a writer waiting 30 s for a
+    connection on a slow machine would fail the test for the harness, not the ledger."""
+    options = {"pool_pre_ping": True, "pool_size": 2 * WRITERS, "max_overflow": WRITERS}
+    app = create_app({**app_config(database_url), "SQLALCHEMY_ENGINE_OPTIONS": options})
+    yield app
+    with app.app_context():
+        db.engine.dispose()
 
 
 @postgres_only
