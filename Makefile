@@ -84,6 +84,7 @@ bench: $(STAMP)
 bench-quick: $(STAMP)
 	$(BIN)/python -m bench.run --quick
 
-# Re-takes docs/console/*.png (shown in the README) from a run of the console's browser tests.
+# Re-takes docs/console/*.png and docs/me/*.png (shown in the README) from a run of the browser
+# tests of the console and of the /me page.
 screenshots: $(STAMP)
-	CONSENT_SCREENSHOTS=docs/console $(BIN)/pytest -q tests/browser
+	CONSENT_SCREENSHOTS=docs $(BIN)/pytest -q tests/browser
