@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 WORKERS ?= 2
 
-.PHONY: run test lint typecheck pytest openapi migrate clean bench bench-quick fuzz soak screenshots lock
+.PHONY: run test lint typecheck pytest openapi migrate clean bench bench-quick fuzz soak screenshots lock translations
 
 # Every package comes from requirements/lock.txt, hash-checked; the project itself is then
 # linked in without resolving anything (setuptools, its build backend, is in the lock too).
@@ -59,6 +59,17 @@ fuzz: $(STAMP)
 soak: $(STAMP)
 	CONSENT_SOAK_SECONDS=$${CONSENT_SOAK_SECONDS:-120} $(BIN)/pytest -q -s tests/load
 
+# The /me page's catalogues: extracts its English texts (babel.cfg names where they are), merges
+# them into each language's .po (new ones come untranslated, and tests/unit/test_translations.py
+# fails until they are translated) and compiles the .mo files the wheel ships.
+TRANSLATIONS := service/web/me/translations
+translations: $(STAMP)
+	$(BIN)/pybabel --quiet extract -F babel.cfg --add-location=file --sort-by-file --no-wrap \
+		--project=consent-ledger -o $(VENV)/messages.pot .
+	$(BIN)/pybabel --quiet update -i $(VENV)/messages.pot -d $(TRANSLATIONS) --no-wrap \
+		--no-fuzzy-matching --ignore-obsolete
+	$(BIN)/pybabel compile -d $(TRANSLATIONS) --statistics
+
 openapi: $(STAMP)
 	$(BIN)/flask --app service openapi write --format yaml openapi.yaml
 
@@ -73,6 +84,7 @@ bench: $(STAMP)
 bench-quick: $(STAMP)
 	$(BIN)/python -m bench.run --quick
 
-# Re-takes docs/console/*.png (shown in the README) from a run of the console's browser tests.
+# Re-takes docs/console/*.png and docs/me/*.png (shown in the README) from a run of the browser
+# tests of the console and of the /me page.
 screenshots: $(STAMP)
-	CONSENT_SCREENSHOTS=docs/console $(BIN)/pytest -q tests/browser
+	CONSENT_SCREENSHOTS=docs $(BIN)/pytest -q tests/browser

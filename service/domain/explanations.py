@@ -13,24 +13,25 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from service.domain.policy import REGION_GROUPS, WILDCARD
+from service.domain.translatable import N_
 
 # The reason after "On — " or "Off — ", by code; `{…}` names a value of the explanation.
 REASONS: Mapping[str, str] = {
-    "erased": "your account was deleted",
-    "restriction": "an order by {authority} restricts this",
-    "restriction_unnamed": "an order restricts this",
-    "not_offered": "this is not used where you live",
-    "override": "set by our support team",
-    "gpc": "your browser's Global Privacy Control signal asked for this",
-    "choice_on": "you turned it on",
-    "choice_off": "you turned it off",
-    "default_region": "the default in your region ({region})",
-    "default_country": "the default in your country ({country})",
-    "default": "the default",
-    "no_default": "no default applies, so it stays off",
-    "unknown": "we hold no record of you yet, so the setting for new accounts applies",
+    "erased": N_("your account was deleted"),
+    "restriction": N_("an order by {authority} restricts this"),
+    "restriction_unnamed": N_("an order restricts this"),
+    "not_offered": N_("this is not used where you live"),
+    "override": N_("set by our support team"),
+    "gpc": N_("your browser's Global Privacy Control signal asked for this"),
+    "choice_on": N_("you turned it on"),
+    "choice_off": N_("you turned it off"),
+    "default_region": N_("the default in your region ({region})"),
+    "default_country": N_("the default in your country ({country})"),
+    "default": N_("the default"),
+    "no_default": N_("no default applies, so it stays off"),
+    "unknown": N_("we hold no record of you yet, so the setting for new accounts applies"),
 }
-ON, OFF = "On", "Off"
+ON, OFF = N_("On"), N_("Off")
 GPC_SOURCE = "gpc"
 
 

@@ -1,4 +1,5 @@
-"""The /me page over the Flask test client: token exchange, its session, switches, CSRF, GPC."""
+"""The /me page over the Flask test client: token exchange, its session, switches, CSRF, GPC,
+and its languages."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from flask.testing import FlaskClient
 
 from service.web import usertokens
 from tests.conftest import USER_TOKEN_SECRET
-from tests.factories import Api, ledger_state, user_token
+from tests.factories import Api, bearer, ledger_state, user_token
 
 CSRF_RE = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
 
@@ -209,3 +210,153 @@ def test_without_a_session_the_page_says_how_to_open_it(client: FlaskClient) -> 
     assert resp.status_code == 401
     assert "Open your privacy settings from the app" in resp.get_data(as_text=True)
     assert client.get("/me/record").status_code == 401
+
+
+# --- languages -----------------------------------------------------------------------------------
+
+GERMAN = {"Accept-Language": "de-DE,de;q=0.9,en;q=0.5"}
+GERMAN_DATE = re.compile(r'<time datetime="[^"]+">\d{1,2}\. \w+\.? \d{4}, \d\d:\d\d UTC</time>')
+ENGLISH_DATE = re.compile(
+    r'<time datetime="[^"]+">[A-Z][a-z]{2} \d{1,2}, \d{4}, \d\d:\d\d UTC</time>'
+)
+
+
+def language_cookie(resp: Any) -> str | None:
+    """The Set-Cookie header that remembers the page's language, if the response sets it."""
+    found = [c for c in resp.headers.getlist("Set-Cookie") if c.startswith("consent_me_lang=")]
+    return found[0] if found else None
+
+
+def test_accept_language_de_shows_the_page_in_german_and_admins_texts_as_stored(
+    world: Api,
+) -> None:
+    client = world.app.test_client()
+    page = open_page(client, **GERMAN)
+    switch(client, "model_training", "granted", csrf(page))
+    body = client.get("/me", headers=GERMAN).get_data(as_text=True)
+    assert '<html lang="de">' in body
+    for german in (
+        "<title>Ihre Datenschutzeinstellungen</title>",
+        "Wofür wir Ihre Daten verwenden dürfen",
+        "Ein — die Voreinstellung",
+        "Ein — Sie haben es eingeschaltet",
+        "Model Training ausschalten",
+        "Sie haben Model Training auf „Ein“ gestellt.",
+        "Ihr Konto wurde angelegt: Personalised ads „Ein“.",
+        "Meinen Einwilligungsnachweis herunterladen",
+        "Abmelden",
+    ):
+        assert german in body, german
+    # Titles and descriptions are data an admin entered: shown as stored.
+    assert "Ads chosen from what you post." in body
+    assert GERMAN_DATE.search(body)
+    for english in ("Turn off", "Your history", "Sign out", "the default", "You turned"):
+        assert english not in body, english
+
+
+def test_without_a_german_accept_language_the_page_is_english(world: Api) -> None:
+    client = world.app.test_client()
+    for accept in ({}, {"Accept-Language": "fr-FR,fr;q=0.9"}, {"Accept-Language": "en-GB"}):
+        body = open_page(client, **accept).get_data(as_text=True)
+        assert '<html lang="en">' in body
+        assert "What we may use your data for" in body
+        assert ENGLISH_DATE.search(body)
+
+
+def test_the_switch_is_remembered_in_a_strict_cookie_for_me_and_beats_accept_language(
+    world: Api,
+) -> None:
+    client = world.app.test_client()
+    german = open_page(client, **GERMAN).get_data(as_text=True)
+    assert '<a href="/me?lang=en" lang="en" hreflang="en">English</a>' in german
+    assert 'hreflang="de" aria-current="true">Deutsch</a>' in german
+    chosen = client.get("/me?lang=en", headers=GERMAN)
+    assert chosen.status_code == 200
+    assert '<html lang="en">' in chosen.get_data(as_text=True)
+    cookie = language_cookie(chosen)
+    assert cookie is not None
+    assert cookie.startswith("consent_me_lang=en;")
+    for rule in ("Path=/me", "SameSite=Strict", "HttpOnly", "Max-Age="):
+        assert rule in cookie
+    again = client.get("/me", headers=GERMAN)
+    assert "What we may use your data for" in again.get_data(as_text=True)
+    assert language_cookie(again) is None
+    back = client.get("/me?lang=de")
+    assert "Wofür wir Ihre Daten verwenden dürfen" in back.get_data(as_text=True)
+    assert "Wofür" in client.get("/me").get_data(as_text=True)
+
+
+def test_a_product_link_may_name_the_language_and_still_opens_the_page(world: Api) -> None:
+    client = world.app.test_client()
+    exchanged = client.get(f"/me?token={user_token('alice')}&lang=de")
+    assert (exchanged.status_code, exchanged.headers["Location"]) == (303, "/me")
+    assert language_cookie(exchanged) is not None
+    assert '<html lang="de">' in client.get("/me").get_data(as_text=True)
+
+
+def test_a_language_the_page_lacks_is_no_choice_and_accept_language_decides(world: Api) -> None:
+    client = world.app.test_client()
+    exchanged = client.get(f"/me?token={user_token('alice')}&lang=fr", headers=GERMAN)
+    assert exchanged.status_code == 303
+    assert language_cookie(exchanged) is None
+    assert '<html lang="de">' in client.get("/me?lang=fr", headers=GERMAN).get_data(as_text=True)
+    assert '<html lang="en">' in client.get("/me?lang=fr").get_data(as_text=True)
+
+
+def test_refusals_are_told_in_the_users_language(world: Api) -> None:
+    client = world.app.test_client()
+    expired = usertokens.mint("alice", USER_TOKEN_SECRET.encode(), minutes=1, now=time.time() - 600)
+    refused = client.get(f"/me?token={expired}", headers=GERMAN)
+    assert refused.status_code == 401
+    body = refused.get_data(as_text=True)
+    assert '<html lang="de">' in body
+    assert "Dieser Link funktioniert nicht" in body
+    assert "Öffnen Sie Ihre Datenschutzeinstellungen erneut aus der App." in body
+    assert "mint" not in body  # the API's words for developers stay in the API
+
+    token = user_token("alice")
+    client.get(f"/me?token={token}")
+    reused = world.app.test_client().get(f"/me?token={token}", headers=GERMAN)
+    assert "Link bereits verwendet" in reused.get_data(as_text=True)
+
+    page = client.get("/me", headers=GERMAN)
+    forged = client.post(
+        "/me/consents/model_training", data={"csrf_token": "x", "state": "granted"}, headers=GERMAN
+    )
+    assert forged.status_code == 400
+    assert "Formular abgelaufen oder gefälscht" in forged.get_data(as_text=True)
+    bad = client.post(
+        "/me/consents/model_training",
+        data={"csrf_token": csrf(page), "state": "maybe"},
+        headers=GERMAN,
+    )
+    assert bad.status_code == 400
+    assert "nur ein- oder ausgeschaltet" in bad.get_data(as_text=True)
+    assert world.call("DELETE", "/v1/users/alice", role="app").status_code == 200
+    erased = client.post(
+        "/me/consents/model_training",
+        data={"csrf_token": csrf(page), "state": "granted"},
+        headers=GERMAN,
+    )
+    assert erased.status_code == 409
+    assert "Ihr Konto wurde gelöscht, daher können" in erased.get_data(as_text=True)
+    signed_out = world.app.test_client().get("/me", headers=GERMAN)
+    assert "Öffnen Sie Ihre Datenschutzeinstellungen aus der App" in signed_out.get_data(
+        as_text=True
+    )
+
+
+def test_only_me_is_translated_the_console_and_the_json_apis_stay_english(world: Api) -> None:
+    client = world.app.test_client()
+    client.set_cookie("consent_me_lang", "de", path="/")
+    doc = client.get("/v1/me?lang=de", headers=bearer(user_token("alice"), **GERMAN)).get_json()
+    [training] = [c for c in doc["consents"] if c["purpose"] == "model_training"]
+    assert training["explanation"]["text"] == "Off — the default in your region (EEA)"
+    problem = client.get(
+        "/v1/purposes/nothing?lang=de", headers=bearer(world.tokens["app"], **GERMAN)
+    )
+    assert problem.get_json()["title"] == "Not found"
+    console = client.get("/console/sign-in?lang=de", headers=GERMAN).get_data(as_text=True)
+    assert "API key" in console
+    assert 'lang="de"' not in console
+    assert language_cookie(client.get("/console/sign-in?lang=de")) is None

@@ -45,10 +45,15 @@ def page(browser: Any, server: LiveServer) -> Iterator[Any]:
 
 
 class Screenshots:
-    """Saves a PNG of a page when CONSENT_SCREENSHOTS names a directory (make screenshots)."""
+    """Saves a PNG of a page when CONSENT_SCREENSHOTS names a directory (make screenshots), in
+    one sub-directory per part of the product: docs/console, docs/me."""
 
-    def __init__(self, directory: str | None) -> None:
+    def __init__(self, directory: str | Path | None) -> None:
         self.directory = Path(directory) if directory else None
+
+    def into(self, part: str) -> Screenshots:
+        """The same, saving into the sub-directory `part`."""
+        return Screenshots(self.directory / part if self.directory else None)
 
     def __call__(self, page: Any, name: str) -> None:
         """Save the whole page as NAME.png, if screenshots are wanted."""
@@ -59,6 +64,12 @@ class Screenshots:
 
 
 @pytest.fixture(scope="session")
-def screenshot() -> Screenshots:
-    """Take screenshots into $CONSENT_SCREENSHOTS, or do nothing."""
+def screenshots() -> Screenshots:
+    """Take screenshots under $CONSENT_SCREENSHOTS, or do nothing."""
     return Screenshots(os.environ.get("CONSENT_SCREENSHOTS"))
+
+
+@pytest.fixture(scope="session")
+def screenshot(screenshots: Screenshots) -> Screenshots:
+    """The console's screenshots: $CONSENT_SCREENSHOTS/console."""
+    return screenshots.into("console")

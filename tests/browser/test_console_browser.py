@@ -22,7 +22,7 @@ def api(server: LiveServer, method: str, path: str, role: str, **kwargs: Any) ->
     resp = httpx.request(
         method,
         server.base_url + path,
-        headers={"Authorization": f"Bearer {server.tokens[role]}"},
+        headers={"Authorization": f"Bearer {server.tokens[role]}", **kwargs.pop("headers", {})},
         **kwargs,
     )
     assert resp.status_code < 300, resp.text

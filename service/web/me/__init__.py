@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from flask import Flask
 
-from service.web.me import sessions
+from service.web.me import language, sessions
 from service.web.me.views import bp
 
 
 def init_app(app: Flask) -> None:
-    """Serve /me sessions beside the console's, and the page (after console.init_app)."""
+    """Serve /me sessions beside the console's, its languages, and the page (after the console)."""
     sessions.init_app(app)
+    language.init_app(app)
     app.register_blueprint(bp)

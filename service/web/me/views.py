@@ -13,11 +13,11 @@ from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
 import sqlalchemy.exc as sa_exc
-from flask import Blueprint, Response, abort, g, redirect, render_template, request, url_for
+from flask import Blueprint, Response, g, redirect, render_template, request, url_for
+from flask_babel import get_locale, gettext
 from flask_wtf import FlaskForm
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
-from werkzeug.wrappers import Response as BaseResponse
 from wtforms import HiddenField
 from wtforms.validators import AnyOf
 
@@ -26,8 +26,8 @@ from service.domain.explanations import words
 from service.ledger import self_service
 from service.web.api.me import gpc_signal, record_response
 from service.web.console.views import SECURITY_HEADERS, csrf
-from service.web.me import sessions
-from service.web.me.wording import history_words
+from service.web.me import language, sessions
+from service.web.me.wording import history_words, refusal, when
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -63,7 +63,15 @@ def _security_headers(response: Response) -> Response:
     response.headers.update(SECURITY_HEADERS)
     # The exchange URL held a token: it must never reach another site in a Referer.
     response.headers["Referrer-Policy"] = "no-referrer"
-    return response
+    # The same URL answers in the language of a cookie or of Accept-Language.
+    response.vary.update(("Cookie", "Accept-Language"))
+    return language.remember(response)
+
+
+@bp.context_processor
+def _language() -> dict[str, Any]:
+    # <html lang> and the switch: every page names its language and offers the others.
+    return {"locale": str(get_locale() or language.DEFAULT), "languages": language.LANGUAGES}
 
 
 def signed_in(view: F) -> F:
@@ -85,34 +93,32 @@ def _page(template: str, status: int = 200, **context: Any) -> tuple[str, int]:
     return render_template(template, **context), status
 
 
-def _error_page(status: int, title: str, detail: str) -> tuple[str, int]:
-    return _page("me/error.html", status, status_code=status, title=title, detail=detail)
+def _error_page(status: int, slug: str | None = None) -> tuple[str, int]:
+    """The refusal in the person's words and language (an API's detail is for developers)."""
+    words = refusal(status, slug)
+    return _page("me/error.html", status, title=gettext(words.title), detail=gettext(words.detail))
 
 
 @bp.errorhandler(ConsentError)
 def _consent_error(error: ConsentError) -> tuple[str, int]:
-    return _error_page(error.status, error.title, error.detail)
+    return _error_page(error.status, error.slug)
 
 
 @bp.errorhandler(CSRFError)
 def _csrf_error(error: CSRFError) -> tuple[str, int]:
-    return _error_page(
-        400,
-        "Form expired or forged",
-        "The form's security token was missing or wrong. Reload the page and try again.",
-    )
+    return _error_page(400, "csrf")
 
 
 @bp.errorhandler(HTTPException)
 def _http_error(error: HTTPException) -> tuple[str, int]:
-    return _error_page(error.code or 500, error.name, error.description or "")
+    return _error_page(error.code or 500)
 
 
 @bp.errorhandler(sa_exc.OperationalError)
 @bp.errorhandler(sa_exc.InterfaceError)
 def _database_error(error: Exception) -> tuple[str, int]:
     log.error("database unavailable: %s", type(error).__name__)
-    return _error_page(503, "Unavailable", "Your settings cannot be shown now; retry later.")
+    return _error_page(503)
 
 
 @bp.get("")
@@ -143,7 +149,10 @@ def _settings() -> Any:
         {
             **c,
             "reason": words(
-                c["explanation"]["code"], bool(c["allowed"]), c["explanation"]["params"]
+                c["explanation"]["code"],
+                bool(c["allowed"]),
+                c["explanation"]["params"],
+                translate=gettext,
             ),
             "form": SwitchForm(
                 formdata=None,
@@ -161,7 +170,10 @@ def _settings() -> Any:
         me=document,
         consents=consents,
         titles=titles,
-        history=[history_words(e, titles) for e in reversed(history)],
+        history=[
+            {**history_words(e, titles, translate=gettext), "when": when(e["at"])}
+            for e in reversed(history)
+        ],
         runs=runs,
         gpc=gpc_signal(),
         gpc_recorded=[titles.get(p, p) for p in recorded],
@@ -171,11 +183,11 @@ def _settings() -> Any:
 
 @bp.post("/consents/<purpose>")
 @signed_in
-def switch(purpose: str) -> BaseResponse:
+def switch(purpose: str) -> Any:
     """Turn one purpose on or off (source self_service), then show the page again."""
     form = SwitchForm()
     if not form.validate():
-        abort(400, "That switch can only be turned on or off.")
+        return _error_page(400, "bad-switch")
     self_service.set_own_choice(
         g.me_actor,
         g.me_user_id,
