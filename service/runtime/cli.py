@@ -379,10 +379,10 @@ def import_summary(summary: imports.ImportSummary) -> str:
         else ""
     )
     return (
-        f"Imported {t.imported:,} subjects ({t.skipped:,} skipped: already in the ledger), "
+        f"Imported {t.imported:,} subjects ({t.skipped:,} skipped: in the ledger already), "
         f"{t.choices:,} choices, {t.events:,} events from {t.rows:,} rows{resumed} in "
-        f"{summary.seconds:.1f} s ({t.rows / max(summary.seconds, 1e-9):,.0f} rows/s); "
-        f"ledger head {summary.head}."
+        f"{summary.seconds:.1f} s ({t.rows / max(summary.seconds, 1e-9):,.0f} rows/s)"
+        + (f"; ledger head {summary.head}." if summary.head is not None else ".")
     )
 
 
