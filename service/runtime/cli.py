@@ -357,16 +357,25 @@ def import_command(
         )
     except RowError as exc:
         bar.close()
+        click.echo(f"error: {exc.detail}", err=True)
         click.echo(
-            f"Nothing of the batch holding row {exc.row} was written; the rows before that batch "
-            f"are imported (see {progress_path}). Fix the row and run the same command again.",
+            f"Nothing of the batch holding row {exc.row} was written; the batches before it are "
+            f"imported ({progress_path} says how many rows). Fix the row, move the progress file "
+            "away (it belongs to the file as it was) and run the command again: the subjects "
+            "imported already are skipped.",
             err=True,
         )
-        _fail(exc)
+        sys.exit(2)
     except ConsentError as exc:
         bar.close()
         _fail(exc)
     bar.close()
+    if not summary.totals.rows and summary.resumed_after:
+        click.echo(
+            f"Nothing to import: the {summary.resumed_after:,} rows of {file.name} were imported "
+            f"before ({progress_path})."
+        )
+        return
     click.echo(import_summary(summary))
 
 

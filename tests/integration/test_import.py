@@ -284,8 +284,8 @@ def test_a_malformed_row_stops_its_batch_unwritten_and_keeps_the_batches_before(
     path = write_csv(tmp_path / "bad.csv", rows, HEADER[:3])
     result = run_cli("import", str(path), "--batch-size", "3")
     assert result.exit_code == 2
-    assert "row 7: 'Germany' is not an ISO 3166-1 alpha-2 country code." in result.stderr
-    assert "jurisdiction:" in result.stderr
+    assert "error: row 7: 'Germany' is not an ISO 3166-1 alpha-2 country code." in result.stderr
+    assert "Nothing of the batch holding row 7 was written" in result.stderr
     imported = table(api.app, "SELECT user_id FROM subjects ORDER BY user_id")
     assert imported == [(f"m{i}",) for i in range(6)]  # batches 1 and 2; nothing of batch 3
     assert table(api.app, "SELECT count(*) FROM events WHERE user_id = 'm6'") == [(0,)]
