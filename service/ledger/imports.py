@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,6 +37,9 @@ from service.runtime.models import LedgerHead
 
 ROLE = "admin"
 DEFAULT_BATCH_SIZE = 100_000
+# The PostgreSQL advisory lock every running import holds (shared) from start to end: the
+# servers' read indexes wait for the bulk to have landed before rebuilding (see readindex).
+IMPORT_LOCK = int.from_bytes(b"import", "big")
 _CSV = pa_csv.WriteOptions(include_header=False)
 
 
@@ -72,7 +76,7 @@ def import_file(
     started = time.monotonic()
     with read_transaction(consistent=False):
         columns = imports.Columns.of(source.names, list(policies()))
-    with ThreadPoolExecutor(1) as hashing:
+    with announced(), ThreadPoolExecutor(1) as hashing:
         # The digest reads the whole input: it is made beside the first batch when there is
         # no progress to check it against yet.
         digest = hashing.submit(Digest.of, source.path)
@@ -98,6 +102,43 @@ def import_file(
         progress.complete = True
         progress.save(progress_path)
     return ImportSummary(run, start, time.monotonic() - started, progress.head)
+
+
+@contextmanager
+def announced() -> Iterator[None]:
+    """While the block runs, tell the servers an import is writing (PostgreSQL: a shared
+    advisory lock on a connection of its own, released however the process ends; SQLite has
+    nothing to tell it with)."""
+    if db.engine.dialect.name != "postgresql":
+        yield
+        return
+    with db.engine.connect() as conn:
+        conn.execute(sa.text("SELECT pg_advisory_lock_shared(:key)"), {"key": IMPORT_LOCK})
+        conn.commit()
+        try:
+            yield
+        finally:
+            conn.execute(sa.text("SELECT pg_advisory_unlock_shared(:key)"), {"key": IMPORT_LOCK})
+            conn.commit()
+
+
+def import_running() -> bool:
+    """Whether some `consent import` is writing to this database now (always False on SQLite,
+    which cannot tell)."""
+    if db.engine.dialect.name != "postgresql":
+        return False
+    with read_transaction(consistent=False):
+        return bool(
+            db.session.execute(
+                sa.text(
+                    "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND "
+                    "granted AND database = (SELECT oid FROM pg_database WHERE datname = "
+                    "current_database()) AND classid = CAST(:hi AS oid) AND "
+                    "objid = CAST(:lo AS oid) AND objsubid = 1)"
+                ),
+                {"hi": IMPORT_LOCK >> 32, "lo": IMPORT_LOCK & 0xFFFFFFFF},
+            ).scalar_one()
+        )
 
 
 def _count(totals: Totals, outcome: BatchOutcome) -> None:

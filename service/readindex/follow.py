@@ -3,9 +3,10 @@ from a poll thread (or per read, in sync mode), with the key cache kept current 
 
 An index further behind the head than CONSENT_INDEX_REBUILD_LAG events (a bulk import landed)
 is not caught up event by event: the poll thread builds a new one from the state tables beside
-it and swaps it in. Meanwhile the old one answers what it still holds (as_of seqs up to its
-own), and head reads, which it may not answer once it is older than the max lag, go to the
-database, as they do whenever the index cannot answer.
+it and swaps it in, once the import has ended (PostgreSQL tells: every import holds an advisory
+lock), or else at most every other rebuild's time. Meanwhile the old one answers what it still
+holds (as_of seqs up to its own), and head reads, which it may not answer once it is older than
+the max lag, go to the database, as they do whenever the index cannot answer.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import sqlalchemy as sa
 from flask import Flask, current_app
 
 from service.domain import events as ev
+from service.ledger.imports import import_running
 from service.ledger.keys import KeyCache
 from service.readindex.build import build
 from service.readindex.index import ConsentIndex, RecordedEvent
@@ -98,7 +100,9 @@ class Follower:
         try:
             keys_changed = catch_up(self.index, self.rebuild_lag)
         except TooFarBehind as behind:
-            if not rebuild or time.monotonic() < self.next_rebuild:
+            # A rebuild while an import is still landing would be behind again at its next
+            # batch: the database answers until it has landed, then one rebuild catches up.
+            if not rebuild or time.monotonic() < self.next_rebuild or import_running():
                 return False
             self.rebuild(behind.lag)
             return self.refresh(rebuild=False)

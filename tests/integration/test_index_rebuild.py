@@ -17,7 +17,7 @@ from service import create_app
 from service.ledger import import_source, imports
 from service.readindex.follow import Follower
 from service.runtime.extensions import db
-from tests.conftest import app_config
+from tests.conftest import app_config, postgres_only
 from tests.factories import Api
 from tests.integration.test_index_follower import eventually, lookup
 
@@ -96,6 +96,28 @@ def test_an_index_far_behind_is_rebuilt_and_counted_not_replayed(
             user_id == "old",
             "default" if user_id == "old" else "choice",
         )
+
+
+@postgres_only
+def test_while_an_import_is_running_no_worker_rebuilds_and_once_it_ends_each_does(
+    polled: tuple[Flask, Api], tmp_path: Path
+) -> None:
+    app, api = polled
+    follower = started(app, api)
+    first = follower.index
+    assert first is not None
+    with app.app_context(), imports.announced():
+        assert imports.import_running()
+        with first.follow_lock:
+            ids = bulk(app, tmp_path, 40)
+        # Many polls, each finding the index far behind; past the max lag the head is the
+        # database's.
+        time.sleep(follower.max_lag + 0.2)
+        assert follower.index is first
+        assert lookup(api, ids[0])["basis"] == "choice"
+    with app.app_context():
+        assert not imports.import_running()
+    assert eventually(lambda: follower.index is not first and follower.current())
 
 
 def test_a_lag_under_the_threshold_is_caught_up_in_the_same_index(
