@@ -9,6 +9,7 @@ writes subjects, choices and events, moves the head and commits: all of it or no
 from __future__ import annotations
 
 import io
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
@@ -163,7 +165,14 @@ class BatchOutcome:
 
 def write_batch(rows: imports.Rows, actor: str) -> BatchOutcome:
     """Register the batch's new subjects with their choices, and every event of them, in one
-    transaction; on any failure nothing of the batch is written."""
+    transaction; on any failure nothing of the batch is written.
+
+    The rows are written as if every subject were new, the common case of a day-one import,
+    where looking each ID up first would cost a probe per row for nothing: the subjects'
+    primary key checks it anyway. Only when it finds one the ledger has (a rerun, users the
+    API registered) is the batch taken back to a savepoint, its known IDs looked up and the
+    rest written.
+    """
     session = db.session
     try:
         locked = lock_head()
@@ -172,15 +181,22 @@ def write_batch(rows: imports.Rows, actor: str) -> BatchOutcome:
         at = max(now, locked.at) if locked.at is not None else now
         backend = _Postgres() if session.get_bind().dialect.name == "postgresql" else _SQLite()
         backend.prepare()
-        keep = rows.first_occurrences()
-        known = backend.existing(rows.user_ids.filter(pa.array(keep)))
-        if len(known):
-            keep &= ~pc.is_in(rows.user_ids, value_set=known).to_numpy(zero_copy_only=False)
-        fresh = rows.take(keep)
+        fresh = rows.take(rows.first_occurrences())
         facts = imports.LedgerFacts(int(locked.seq), at, policies(), restrictions.facts())
         plan = imports.plan(fresh, facts, (actor, ROLE), backend.time_text(at))
-        if plan.events.num_rows:
+        dbapi = _dbapi()
+        dbapi.execute("SAVEPOINT import_batch")
+        try:
             backend.write(plan)
+        except Exception as exc:
+            if not backend.known_subject(exc):
+                raise
+            dbapi.execute("ROLLBACK TO SAVEPOINT import_batch")
+            known = backend.existing(fresh.user_ids)
+            fresh = fresh.take(~pc.is_in(fresh.user_ids, value_set=known).to_numpy(False))
+            plan = imports.plan(fresh, facts, (actor, ROLE), backend.time_text(at))
+            backend.write(plan)
+        if plan.events.num_rows:
             session.execute(
                 sa.update(LedgerHead).where(LedgerHead.id == HEAD_ID).values(seq=plan.head, at=at)
             )
@@ -221,12 +237,20 @@ class _Postgres:
         """
         if not len(user_ids):
             return pa.array([], pa.string())
+        # One index probe per ID (LIMIT 1 inside LATERAL keeps the plan a nested loop): with
+        # stale statistics after a bulk load, `= ANY(...)` may be planned as a full scan.
         with _dbapi().cursor() as cursor:
             found = cursor.execute(
-                "SELECT user_id FROM subjects WHERE user_id = ANY(%s::text[])",
+                "SELECT i.user_id FROM unnest(%s::text[]) AS i(user_id) CROSS JOIN LATERAL "
+                "(SELECT 1 FROM subjects s WHERE s.user_id = i.user_id LIMIT 1) AS known",
                 (_quoted_list(user_ids, "{}"),),
             ).fetchall()
         return pa.array([r[0] for r in found], pa.string())
+
+    @staticmethod
+    def known_subject(exc: Exception) -> bool:
+        """Whether a write failed on a subject the ledger has already."""
+        return isinstance(exc, psycopg.errors.UniqueViolation) and exc.diag.table_name == "subjects"
 
     @staticmethod
     def write(plan: imports.BatchPlan) -> None:
@@ -271,6 +295,11 @@ class _SQLite:
         finally:
             cursor.close()
         return pa.array([r[0] for r in found], pa.string())
+
+    @staticmethod
+    def known_subject(exc: Exception) -> bool:
+        """Whether a write failed on a subject the ledger has already."""
+        return isinstance(exc, sqlite3.IntegrityError) and "subjects.user_id" in str(exc)
 
     @staticmethod
     def write(plan: imports.BatchPlan) -> None:

@@ -261,13 +261,15 @@ def test_subjects_the_ledger_has_are_skipped_and_counted_never_registered_twice(
     api.choose("u2", "granted")
     kept = api.events("u2")
     rows = [[user_id, jurisdiction, choice] for user_id, jurisdiction, choice, _ in ROWS[:4]]
+    rows.append(["u1", "FR", "denied"])  # a second row for u1: its first row wins
     result = run_cli("import", str(write_csv(tmp_path / "in.csv", rows, HEADER[:3])))
     assert result.exit_code == 0, result.output
-    assert "Imported 3 subjects (1 skipped" in result.stdout
+    assert "Imported 3 subjects (2 skipped" in result.stdout
     assert api.events("u2") == kept
     assert table(api.app, "SELECT jurisdiction FROM subjects WHERE user_id = 'u2'") == [("DE",)]
+    assert table(api.app, "SELECT state FROM choices WHERE user_id = 'u1'") == [("granted",)]
     again = run_cli("import", str(tmp_path / "in.csv"), "--progress", str(tmp_path / "new.json"))
-    assert "Imported 0 subjects (4 skipped" in again.stdout
+    assert "Imported 0 subjects (5 skipped" in again.stdout
     registered = table(
         api.app,
         "SELECT user_id, count(*) FROM events WHERE kind = 'subject_registered' GROUP BY user_id",
