@@ -358,13 +358,16 @@ def import_command(
     except RowError as exc:
         bar.close()
         click.echo(f"error: {exc.detail}", err=True)
-        click.echo(
-            f"Nothing of the batch holding row {exc.row} was written; the batches before it are "
-            f"imported ({progress_path} says how many rows). Fix the row, move the progress file "
-            "away (it belongs to the file as it was) and run the command again: the subjects "
-            "imported already are skipped.",
-            err=True,
-        )
+        if progress_path.exists():
+            click.echo(
+                f"Nothing of the batch holding row {exc.row} was written; the batches before it "
+                f"are imported ({progress_path} says how many rows). Fix the row, move the "
+                "progress file away (it belongs to the file as it was) and run the command "
+                "again: the subjects imported already are skipped.",
+                err=True,
+            )
+        else:
+            click.echo("Nothing was imported. Fix the row and run the command again.", err=True)
         sys.exit(2)
     except ConsentError as exc:
         bar.close()

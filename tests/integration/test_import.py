@@ -304,6 +304,7 @@ def test_a_csv_row_with_the_wrong_number_of_fields_is_named(
     result = run_cli("import", str(path))
     assert result.exit_code == 2
     assert "row 2: expected 2 fields" in result.stderr
+    assert "Nothing was imported." in result.stderr
     assert table(api.app, "SELECT count(*) FROM subjects") == [(0,)]
 
 
