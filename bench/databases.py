@@ -41,12 +41,13 @@ def _admin() -> psycopg.Connection[tuple[object, ...]]:
 
 
 @contextmanager
-def fresh_database(kind: str, subjects: int) -> Iterator[BenchDatabase]:
-    """Create an empty database for a run of `subjects`, and drop it however the run ends."""
+def fresh_database(kind: str, subjects: int, purpose: str = "") -> Iterator[BenchDatabase]:
+    """Create an empty database for a run of `subjects`, and drop it however the run ends.
+    `purpose` tells a workload's own database from the run's (e.g. "import")."""
     if kind == "postgres":
         # BENCH_DB_TAG keeps benchmarks run side by side (e.g. from several worktrees) apart.
         tag = os.environ.get("BENCH_DB_TAG", "")
-        name = f"bench_{tag}_{subjects}" if tag else f"bench_{subjects}"
+        name = "_".join(part for part in ("bench", tag, purpose, str(subjects)) if part)
         with _admin() as conn:
             # A run that was killed outright may have left its database behind.
             conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
@@ -57,7 +58,7 @@ def fresh_database(kind: str, subjects: int) -> Iterator[BenchDatabase]:
             with _admin() as conn:
                 conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     elif kind == "sqlite":
-        directory = Path(tempfile.mkdtemp(prefix=f"consent-bench-{subjects}-"))
+        directory = Path(tempfile.mkdtemp(prefix=f"consent-bench-{purpose}{subjects}-"))
         try:
             yield BenchDatabase(kind, f"sqlite:///{directory / 'consent.db'}")
         finally:

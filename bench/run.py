@@ -41,6 +41,7 @@ from bench.workloads import (
     filter_arrow,
     filter_text,
     freshness,
+    imports,
     restrictions,
     runs,
     single_lookup,
@@ -83,6 +84,15 @@ WORKLOADS: list[tuple[str, Workload]] = [
 ]
 
 
+# Workloads with a database and a server of their own (not the seeded population): each takes
+# the run's result, the database kind, N and the log folder. They run before the seeding, and a
+# run whose --only names none of the seeded workloads seeds nothing.
+Standalone = Callable[[RunResult, str, int, Path], None]
+STANDALONE: list[tuple[str, Standalone]] = [
+    ("day-one import into an empty ledger", imports.day_one_import),
+]
+
+
 def ensure_wrk() -> None:
     """Wrk drives the single-lookup workload; install it with apt-get if it is missing."""
     if shutil.which("wrk"):
@@ -121,9 +131,32 @@ def seed(url: str, subjects: int, log_dir: Path) -> dict[str, object]:
     return dict(json.loads(done.stdout.decode().strip().splitlines()[-1]))
 
 
+class NothingSeeded(Exception):
+    """No selected workload needs the seeded population."""
+
+
 def selected(only: list[str] | None) -> list[tuple[str, Workload]]:
     """The workloads whose names contain one of `only` (all of them without it)."""
     return [(n, w) for n, w in WORKLOADS if not only or any(o in n for o in only)]
+
+
+def selected_standalone(only: list[str] | None) -> list[tuple[str, Standalone]]:
+    """The standalone workloads whose names contain one of `only` (all without it)."""
+    return [(n, w) for n, w in STANDALONE if not only or any(o in n for o in only)]
+
+
+def run_standalone(result: RunResult, kind: str, log_dir: Path, only: list[str] | None) -> None:
+    """Run the selected standalone workloads, each on a database of its own; never raise."""
+    for name, workload in selected_standalone(only):
+        result.code = result.code or code_version()
+        began = time.monotonic()
+        print(f"  {name} ...", end=" ", flush=True)
+        try:
+            workload(result, kind, result.subjects, log_dir)
+        except Exception as exc:
+            result.check(f"{name}: ran to the end", False, f"{type(exc).__name__}: {exc}")
+            traceback.print_exc()
+        print(f"{time.monotonic() - began:.1f} s", flush=True)
 
 
 def run_one(
@@ -142,6 +175,9 @@ def run_one(
     run_started = time.monotonic()
     foreign_before = watch.cpu_seconds()
     try:
+        run_standalone(result, kind, log_dir, only)
+        if not selected(only):
+            raise NothingSeeded
         with fresh_database(kind, subjects) as database:
             started = time.monotonic()
             summary = seed(database.url, subjects, log_dir)
@@ -197,12 +233,15 @@ def run_one(
                 for error, count in server.logged_errors().items():
                     result.notes.append(f"THE SERVER LOGGED {count}× `{error}`")
                     print(f"!!! the server logged {count}× {error}", flush=True)
+    except NothingSeeded:
+        pass
     except Exception as exc:
         result.check("seed, serve and measure", False, f"{type(exc).__name__}: {exc}")
         traceback.print_exc()
     foreign = watch.cpu_seconds() - foreign_before
     share = foreign / ((time.monotonic() - run_started) * CPUS)
     result.foreign_cpu_share = share
+    print(f"other processes took {share:.1%} of the CPUs during this run", flush=True)
     if share >= INTERFERENCE_WARNING:
         result.notes.append(
             f"OTHER PROCESSES used {foreign:,.0f} CPU-seconds ({share:.0%} of the machine) "

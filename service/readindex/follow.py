@@ -1,5 +1,13 @@
 """Following the ledger: building a worker's index, then applying the events after its seq,
-from a poll thread (or per read, in sync mode), with the key cache kept current beside it."""
+from a poll thread (or per read, in sync mode), with the key cache kept current beside it.
+
+An index further behind the head than CONSENT_INDEX_REBUILD_LAG events (a bulk import landed)
+is not caught up event by event: the poll thread builds a new one from the state tables beside
+it and swaps it in, once the import has ended (PostgreSQL tells: every import holds an advisory
+lock), or else at most every other rebuild's time. Meanwhile the old one answers what it still
+holds (as_of seqs up to its own), and head reads, which it may not answer once it is older than
+the max lag, go to the database, as they do whenever the index cannot answer.
+"""
 
 from __future__ import annotations
 
@@ -12,18 +20,28 @@ import sqlalchemy as sa
 from flask import Flask, current_app
 
 from service.domain import events as ev
+from service.ledger.imports import import_running
 from service.ledger.keys import KeyCache
 from service.readindex.build import build
 from service.readindex.index import ConsentIndex, RecordedEvent
 from service.reads.consistent import read_transaction
 from service.runtime.extensions import db
-from service.runtime.models import Event
+from service.runtime.models import Event, LedgerHead
 from service.web import metrics
 
 log = logging.getLogger(__name__)
 
 MODES = ("poll", "sync", "off")
 FETCH = 10_000
+DEFAULT_REBUILD_LAG = 100_000
+
+
+class TooFarBehind(Exception):
+    """The index trails the head by more events than replaying them one by one is worth."""
+
+    def __init__(self, lag: int) -> None:
+        super().__init__(lag)
+        self.lag = lag
 
 
 @dataclass
@@ -40,6 +58,12 @@ class Follower:
     # Active keys by token hash, reloaded and marked current by the poll thread.
     keys: KeyCache = field(default_factory=lambda: KeyCache(1.0))
     stopping: threading.Event = field(default_factory=threading.Event)
+    # Further behind than this many events, the index is built anew rather than caught up.
+    rebuild_lag: int = DEFAULT_REBUILD_LAG
+    rebuilding: bool = False
+    # While a bulk import is still landing, each rebuild is followed by a pause as long as it
+    # took: a worker spends at most half its time (and the database's) rebuilding.
+    next_rebuild: float = 0.0
 
     def start_now(self, app: Flask) -> None:
         """Build the index before serving (gunicorn's post_worker_init), then keep following.
@@ -67,14 +91,44 @@ class Follower:
             log.exception("read index build failed; the poll thread will retry")
         self.ensure_started(app)
 
-    def refresh(self) -> None:
-        """Catch the index up with the ledger's head and note when (in an app context)."""
+    def refresh(self, *, rebuild: bool = True) -> bool:
+        """Catch the index up with the ledger's head and note when (in an app context); tell
+        whether it is current. Too far behind, it is rebuilt when `rebuild` (the poll thread,
+        sync mode) and left as it is otherwise (a request: the database answers it)."""
         assert self.index is not None
         began, wall = time.monotonic(), time.time()
-        if catch_up(self.index) or self.keys.keys is None:
+        try:
+            keys_changed = catch_up(self.index, self.rebuild_lag)
+        except TooFarBehind as behind:
+            # A rebuild while an import is still landing would be behind again at its next
+            # batch: the database answers until it has landed, then one rebuild catches up.
+            if not rebuild or time.monotonic() < self.next_rebuild or import_running():
+                return False
+            self.rebuild(behind.lag)
+            return self.refresh(rebuild=False)
+        if keys_changed or self.keys.keys is None:
             self.keys.reload()
         self.last_poll = began
         metrics.index_caught_up(self.index.seq, wall)
+        return True
+
+    def rebuild(self, lag: int) -> None:
+        """Build a new index from the state tables while the old one keeps answering what it
+        holds, then swap it in (one reference assignment: a read holds one index or the other).
+        """
+        began = time.monotonic()
+        self.rebuilding = True
+        try:
+            index = build()
+        finally:
+            self.rebuilding = False
+        self.index = index
+        # Key events may be among those the new index was built past: read the keys again.
+        self.keys.keys = None
+        seconds = time.monotonic() - began
+        self.next_rebuild = time.monotonic() + seconds
+        log.info("index rebuilt: lag %d events, took %.1f s", lag, seconds)
+        metrics.index_rebuilt(seconds)
 
     @property
     def last_poll(self) -> float:
@@ -90,12 +144,17 @@ class Follower:
         """Whether the index (and key cache) were last known current within max_lag seconds."""
         return time.monotonic() - self.last_poll <= self.max_lag
 
-    def ensure_current(self) -> None:
+    def ensure_current(self) -> bool:
         """In poll mode, catch up here when the poll thread has fallen behind (starved, or the
         database failing): a head answer never reflects a ledger older than max_lag, and when
-        the database cannot be reached this raises, so the read fails closed."""
-        if self.mode == "poll" and self.index is not None and not self.current():
-            self.refresh()
+        the database cannot be reached this raises, so the read fails closed. False when the
+        index is too far behind to catch up here (the poll thread rebuilds it): the caller
+        answers from the database."""
+        if self.mode != "poll" or self.index is None or self.current():
+            return True
+        if self.rebuilding:
+            return False
+        return self.refresh(rebuild=False)
 
     def ensure_started(self, app: Flask) -> None:
         """Start following: a background thread (poll) or a synchronous build (sync)."""
@@ -146,7 +205,11 @@ def init_app(app: Flask) -> None:
         raise ValueError(f"CONSENT_INDEX must be one of {MODES}, not {mode!r}")
     max_lag = float(app.config.get("CONSENT_INDEX_MAX_LAG_SECONDS", 1.0))
     follower = Follower(
-        mode, float(app.config["CONSENT_INDEX_POLL_SECONDS"]), max_lag, keys=KeyCache(max_lag)
+        mode,
+        float(app.config["CONSENT_INDEX_POLL_SECONDS"]),
+        max_lag,
+        keys=KeyCache(max_lag),
+        rebuild_lag=int(app.config.get("CONSENT_INDEX_REBUILD_LAG", DEFAULT_REBUILD_LAG)),
     )
     app.extensions["consent_index"] = follower
     app.extensions["consent_keys"] = follower.keys
@@ -160,8 +223,9 @@ def follower() -> Follower:
     return current_app.extensions["consent_index"]  # type: ignore[no-any-return]
 
 
-def catch_up(index: ConsentIndex) -> bool:
+def catch_up(index: ConsentIndex, rebuild_lag: int | None = None) -> bool:
     """Apply every committed event after the index's seq; tell whether any concerned keys.
+    With `rebuild_lag`, an index further behind than that raises TooFarBehind, unchanged.
 
     Serialised per index: a request thread that must follow to a seq waits for (and then
     reuses) the poll thread's catch-up rather than applying the same events beside it.
@@ -169,6 +233,11 @@ def catch_up(index: ConsentIndex) -> bool:
     keys_changed = False
     with index.follow_lock:
         while True:
+            # Asked again before each chunk: a bulk landing meanwhile is never replayed whole.
+            if rebuild_lag is not None:
+                lag = _head() - index.seq
+                if lag > rebuild_lag:
+                    raise TooFarBehind(lag)
             events = events_after(index.seq, FETCH)
             index.apply(events)
             keys_changed = keys_changed or any(e.event.kind in ev.KEY_KINDS for e in events)
@@ -176,12 +245,32 @@ def catch_up(index: ConsentIndex) -> bool:
                 return keys_changed
 
 
+def follow(index: ConsentIndex) -> bool:
+    """Catch the index up to the head unless it is too far behind for that (its rebuild is the
+    poll thread's); tell whether it is at the head now."""
+    try:
+        catch_up(index, follower().rebuild_lag)
+    except TooFarBehind:
+        return False
+    return True
+
+
+def _head() -> int:
+    with read_transaction(consistent=False):
+        return int(db.session.execute(sa.select(LedgerHead.seq)).scalar_one())
+
+
 def ready_index() -> ConsentIndex | None:
-    """The index if it can answer now (caught up first in sync mode), else None."""
+    """The index if it can answer now (caught up first in sync mode, rebuilt when too far
+    behind), else None."""
     f = follower()
     f.ensure_started(current_app._get_current_object())  # type: ignore[attr-defined]
     if f.index is not None and f.mode == "sync":
-        catch_up(f.index)
+        try:
+            catch_up(f.index, f.rebuild_lag)
+        except TooFarBehind as behind:
+            f.rebuild(behind.lag)
+            catch_up(f.index)
     return f.index
 
 
@@ -220,7 +309,7 @@ def index_within(through: int) -> ConsentIndex | None:
     """
     f = follower()
     index = f.index
-    if index is None:
+    if index is None or through - index.seq > f.rebuild_lag:
         return None
     with index.follow_lock:
         while index.seq < through:

@@ -15,7 +15,7 @@ from service.domain import validation
 from service.domain.errors import NotFound
 from service.readindex import codes as cd
 from service.readindex.codes import CodeArray
-from service.readindex.follow import catch_up, follower, ready_index
+from service.readindex.follow import follow, follower, ready_index
 from service.readindex.index import Answer, ConsentIndex, Earlier, Stale, Times, UnknownPurpose
 from service.reads import asof, content_times
 from service.reads.consistent import read_transaction
@@ -40,14 +40,17 @@ def seq_for(as_of: str | None, purpose: str | None) -> int:
     if index is not None:
         text = (as_of or "").strip()
         if not text:
-            follower().ensure_current()
-            if purpose is not None and purpose not in index.purposes:
-                catch_up(index)
+            # An index too far behind to catch up here (a bulk import landed; the poll thread
+            # rebuilds it) cannot answer the head: the database does, as of its head.
+            if not follower().ensure_current():
+                return asof.point_in_time(None).seq
+            if purpose is not None and purpose not in index.purposes and not follow(index):
+                return asof.point_in_time(None).seq
             return index.seq
         if asof.SEQ_RE.fullmatch(text) and int(text) <= index.seq:
             return int(text)
         if asof.SEQ_RE.fullmatch(text):
-            catch_up(index)  # a seq someone just saw committed: follow to it before judging
+            follow(index)  # a seq someone just saw committed: follow to it before judging
             if int(text) <= index.seq:
                 return int(text)
     return asof.point_in_time(as_of).seq

@@ -26,7 +26,7 @@ from service.domain import restrictions as rules
 from service.domain.clock import utcnow
 from service.domain.errors import Conflict, NotFound
 from service.domain.policy import OverrideFacts, Policy, SubjectFacts, resolve, selects
-from service.readindex.follow import catch_up, index_within, ready_index
+from service.readindex.follow import follow, index_within, ready_index
 from service.readindex.index import ConsentIndex
 from service.reads import restrictions as restriction_reads
 from service.reads.consistent import head_seq, read_transaction
@@ -117,10 +117,9 @@ def _preview(
     action: str, purposes: Sequence[str], jurisdictions: frozenset[str], exclude: int | None
 ) -> dict[str, Any]:
     """Counts per purpose now: as of the index's seq once caught up (held still meanwhile),
-    or as of the head from the database when there is no index."""
+    or as of the head from the database when there is no index (or it is being rebuilt)."""
     index = ready_index()
-    if index is not None:
-        catch_up(index)
+    if index is not None and follow(index):
         with index.follow_lock:  # no event is applied while counting: one seq for all
             if all(p in index.purposes for p in purposes):
                 seq, at = index.seq, index.at

@@ -14,12 +14,14 @@ from flask.cli import FlaskGroup, ScriptInfo
 from flask_migrate import downgrade as alembic_downgrade
 from flask_migrate import upgrade as alembic_upgrade
 from sqlalchemy.exc import SQLAlchemyError
+from tqdm import tqdm
 
 from consent_client import signatures
 from consent_client.cli import cli as pipeline_cli
 from service.domain.errors import ConsentError
+from service.domain.imports import RowError
+from service.ledger import import_progress, import_source, imports, purposes, signing
 from service.ledger import keys as api_keys
-from service.ledger import purposes, signing
 from service.reads import signing_keys
 from service.reads.state import policies
 from service.runtime.extensions import db
@@ -295,6 +297,105 @@ def idempotency_prune(batch_size: int) -> None:
     deleted = idempotency.prune(batch_size=batch_size)
     hours = current_app.config["CONSENT_IDEMPOTENCY_TTL_HOURS"]
     click.echo(f"Pruned {deleted} idempotency records older than {hours:g} hours.")
+
+
+@cli.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, 10_000_000),
+    default=imports.DEFAULT_BATCH_SIZE,
+    show_default=True,
+    help="Rows per transaction; each batch is written whole or not at all.",
+)
+@click.option(
+    "--progress",
+    "progress_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where the rows committed so far are recorded, for a rerun to go on after them "
+    "(default: FILE.import-progress.json).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(import_source.FORMATS),
+    help="The input's format (default: by the file's extension, .parquet or else CSV).",
+)
+@click.option(
+    "--actor",
+    help="The name recorded as the events' actor (default: import:<file name>); role admin.",
+)
+def import_command(
+    file: Path, batch_size: int, progress_path: Path | None, fmt: str | None, actor: str | None
+) -> None:
+    """Import subjects and their choices from FILE (CSV or Parquet): columns user_id,
+    jurisdiction and choice:<purpose> (granted, denied or empty) per purpose.
+
+    Subjects the ledger already has are skipped. Stopped or failed part-way, the same command
+    goes on after the last batch committed.
+    """
+    progress_path = progress_path or import_progress.default_path(file)
+    actor = (actor or f"import:{file.name}")[:100]
+    try:
+        source = import_source.Source.open(file, fmt)
+    except ConsentError as exc:
+        _fail(exc)
+    bar = tqdm(
+        total=source.total_rows,
+        unit=" rows",
+        unit_scale=True,
+        disable=not sys.stderr.isatty(),
+        file=sys.stderr,
+    )
+    try:
+        summary = imports.import_file(
+            source,
+            progress_path,
+            actor,
+            batch_size=batch_size,
+            on_batch=lambda outcome: bar.update(outcome.rows),
+        )
+    except RowError as exc:
+        bar.close()
+        click.echo(f"error: {exc.detail}", err=True)
+        if progress_path.exists():
+            click.echo(
+                f"Nothing of the batch holding row {exc.row} was written; the batches before it "
+                f"are imported ({progress_path} says how many rows). Fix the row, move the "
+                "progress file away (it belongs to the file as it was) and run the command "
+                "again: the subjects imported already are skipped.",
+                err=True,
+            )
+        else:
+            click.echo("Nothing was imported. Fix the row and run the command again.", err=True)
+        sys.exit(2)
+    except ConsentError as exc:
+        bar.close()
+        _fail(exc)
+    bar.close()
+    if not summary.totals.rows and summary.resumed_after:
+        click.echo(
+            f"Nothing to import: the {summary.resumed_after:,} rows of {file.name} were imported "
+            f"before ({progress_path})."
+        )
+        return
+    click.echo(import_summary(summary))
+
+
+def import_summary(summary: imports.ImportSummary) -> str:
+    """The import's one-line summary."""
+    t = summary.totals
+    resumed = (
+        f" after the {summary.resumed_after:,} rows committed before"
+        if (summary.resumed_after)
+        else ""
+    )
+    return (
+        f"Imported {t.imported:,} subjects ({t.skipped:,} skipped: in the ledger already), "
+        f"{t.choices:,} choices, {t.events:,} events from {t.rows:,} rows{resumed} in "
+        f"{summary.seconds:.1f} s ({t.rows / max(summary.seconds, 1e-9):,.0f} rows/s)"
+        + (f"; ledger head {summary.head}." if summary.head is not None else ".")
+    )
 
 
 @cli.group("signing-key")

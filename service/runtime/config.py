@@ -65,6 +65,11 @@ def from_environ(instance_path: str) -> dict[str, Any]:
         "CONSENT_INDEX_MAX_LAG_SECONDS": float(
             os.environ.get("CONSENT_INDEX_MAX_LAG_SECONDS", "1.0")
         ),
+        # An index further behind the head than this many events (a bulk import landed) is
+        # built anew beside the old one rather than caught up event by event.
+        "CONSENT_INDEX_REBUILD_LAG": _count(
+            "CONSENT_INDEX_REBUILD_LAG", os.environ.get("CONSENT_INDEX_REBUILD_LAG", "100000")
+        ),
         # Per API key (per address without one), per worker unless the storage is shared
         # (e.g. redis://127.0.0.1:6379); "off" turns limiting off. flask-limiter syntax.
         "CONSENT_RATE_LIMIT": _rate_limit(os.environ.get("CONSENT_RATE_LIMIT", "3000/second")),
@@ -134,6 +139,14 @@ def _positive(name: str, value: str) -> float:
     if not (math.isfinite(number) and number > 0):
         raise ValueError(f"{name} must be a number above zero, not {value!r}.")
     return number
+
+
+def _count(name: str, value: str) -> int:
+    """A whole number above zero; anything else stops the start-up, naming it."""
+    text = value.strip().replace("_", "")
+    if not text.isdigit() or int(text) == 0:
+        raise ValueError(f"{name} must be a whole number above zero, not {value!r}.")
+    return int(text)
 
 
 def _at_most(name: str, value: str, limit: float) -> float:

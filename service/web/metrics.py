@@ -59,6 +59,16 @@ class Instruments:
             "When the read index of the worker furthest behind was last known current (Unix time)",
             multiprocess_mode="livemin",
         )
+        self.index_rebuilds = Counter(
+            "consent_index_rebuilds_total",
+            "Read indexes built anew because they trailed the ledger by more than "
+            "CONSENT_INDEX_REBUILD_LAG events (a bulk import), summed over workers",
+        )
+        self.index_rebuild_seconds = Gauge(
+            "consent_index_rebuild_seconds",
+            "How long the last rebuild of a worker's read index took (the longest of the workers)",
+            multiprocess_mode="max",
+        )
         self.head_seq = Gauge(
             "consent_ledger_head_seq",
             "The ledger's head seq, read from the database at scrape time",
@@ -128,6 +138,13 @@ def index_caught_up(seq: int, at: float) -> None:
     m = instruments()
     m.index_seq.set(seq)
     m.index_caught_up.set(at)
+
+
+def index_rebuilt(seconds: float) -> None:
+    """Count a rebuild of this worker's index, which took `seconds`."""
+    m = instruments()
+    m.index_rebuilds.inc()
+    m.index_rebuild_seconds.set(seconds)
 
 
 def _start_timer() -> None:
