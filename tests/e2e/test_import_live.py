@@ -16,7 +16,10 @@ import pyarrow.parquet as pq
 
 from tests.live import live_server
 
-SUBJECTS = 3_000
+# Two events each, well past one fetch of the follower (FETCH events): the lag is asked again
+# after the first fetch, so every worker rebuilds, even one whose poll began just before the
+# import committed and so fetched its first chunk event by event.
+SUBJECTS = 12_000
 WAIT_SECONDS = 60.0
 
 
