@@ -300,12 +300,16 @@ def test_a_csv_row_with_the_wrong_number_of_fields_is_named(
 ) -> None:
     api.purpose()
     path = tmp_path / "short.csv"
-    path.write_text("user_id,jurisdiction\na,DE\nb\nc,FR\n")
+    path.write_text("user_id,jurisdiction\na,DE\nb,FR\nc\nd,FR\n")
     result = run_cli("import", str(path))
     assert result.exit_code == 2
-    assert "row 2: expected 2 fields" in result.stderr
+    assert "row 3: expected 2 fields, found 1: 'c'" in result.stderr
     assert "Nothing was imported." in result.stderr
     assert table(api.app, "SELECT count(*) FROM subjects") == [(0,)]
+    # In batches of two, the first batch is before the bad row: it is imported.
+    again = run_cli("import", str(path), "--batch-size", "2")
+    assert "Nothing of the batch holding row 3 was written" in again.stderr
+    assert table(api.app, "SELECT user_id FROM subjects ORDER BY user_id") == [("a",), ("b",)]
 
 
 def test_a_rerun_goes_on_after_the_rows_the_progress_file_says_are_committed(
