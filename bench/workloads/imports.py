@@ -199,10 +199,13 @@ def _tables(plan: rules.BatchPlan) -> list[tuple[str, pa.Table]]:
 
 
 def _metrics(port: int) -> dict[str, float]:
+    """The unlabelled samples of /metrics (none if it cannot be read)."""
     conn = http.client.HTTPConnection(clients.HOST, port, timeout=10)
     try:
         conn.request("GET", "/metrics")
         text = conn.getresponse().read().decode()
+    except OSError:
+        return {}
     finally:
         conn.close()
     return {
@@ -212,8 +215,13 @@ def _metrics(port: int) -> dict[str, float]:
 
 
 def _answers_right(port: int, token: str, data: Input, sample: np.ndarray, head: int) -> bool:
+    """Whether a batch lookup of the sample answers the imported state (a request that fails
+    or times out answers nothing right)."""
     body = json.dumps({"user_ids": [str(i) for i in data.ids[sample]]}).encode()
-    status, got = clients.once_json(port, "POST", f"/v1/lookup/{PURPOSE}", token, body)
+    try:
+        status, got = clients.once_json(port, "POST", f"/v1/lookup/{PURPOSE}", token, body)
+    except OSError:
+        return False
     want = {str(i) for i in data.ids[sample][data.granted[sample]]}
     return status == 200 and got.get("as_of", 0) >= head and set(got.get("allowed", ())) == want
 

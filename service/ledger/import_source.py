@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import hashlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
@@ -52,7 +52,6 @@ class Source:
     format: str
     names: tuple[str, ...]
     total_rows: int | None = None
-    _bad_rows: list[int] = field(default_factory=list)
 
     @classmethod
     def open(cls, path: Path, fmt: str | None = None) -> Source:
@@ -77,12 +76,24 @@ class Source:
 
     def batches(self, start: int, size: int) -> Iterator[tuple[int, pa.Table]]:
         """(number of its first row, rows) for each batch of `size` rows after the first `start`
-        rows (1 is the first row after a CSV's header)."""
-        parts = self._parquet(start, size) if self.format == "parquet" else self._csv(start)
+        rows (1 is the first row after a CSV's header).
+
+        A CSV row with the wrong number of fields ends the batches with a RowError naming it,
+        after every batch before its own: Arrow leaves it out while parsing, and the batch it
+        would have been in is not handed out.
+        """
+        malformed: list[tuple[int, str]] = []
+        parts = (
+            self._parquet(start, size) if self.format == "parquet" else self._csv(start, malformed)
+        )
         row = start + 1
         for table in _exact(parts, size):
+            if malformed and malformed[0][0] < row + table.num_rows:
+                break
             yield row, table
             row += table.num_rows
+        if malformed:
+            raise imports.RowError(malformed[0][0], "row", malformed[0][1])
 
     def _parquet(self, start: int, size: int) -> Iterator[pa.RecordBatch]:
         meta = pq.ParquetFile(self.path)
@@ -102,14 +113,23 @@ class Source:
             if batch.num_rows:
                 yield batch
 
-    def _csv(self, start: int) -> Iterator[pa.RecordBatch]:
+    def _csv(self, start: int, malformed: list[tuple[int, str]]) -> Iterator[pa.RecordBatch]:
+        """The rows after the first `start`, every column text; rows with the wrong number of
+        fields are left out and noted in `malformed` as (row number, why)."""
+
         def invalid(row: pa_csv.InvalidRow) -> str:
-            if row.number is not None:
-                self._bad_rows.append(row.number)
-            return "error"
+            if row.number is None:  # not numbered: fail rather than leave it out unnamed
+                return "error"
+            why = (
+                f"expected {row.expected_columns} fields, found {row.actual_columns}: "
+                f"{row.text[:80]!r}"
+            )
+            # Arrow numbers physical rows from the header's on, skipped ones included.
+            malformed.append((row.number - 1, why))
+            return "skip"
 
         try:
-            reader = pa_csv.open_csv(
+            yield from pa_csv.open_csv(
                 self.path,
                 read_options=pa_csv.ReadOptions(
                     column_names=list(self.names),
@@ -124,14 +144,7 @@ class Source:
                     strings_can_be_null=False,  # an empty cell is "", a text such as NULL is text
                 ),
             )
-            yield from reader
         except pa.ArrowInvalid as exc:
-            if self._bad_rows:
-                # Arrow numbers physical rows from the header's on, skipped ones included.
-                row = self._bad_rows[0] - 1
-                raise imports.RowError(
-                    row, "row", f"expected {len(self.names)} fields: {_reason(exc)}"
-                ) from None
             raise Unreadable(f"{self.path.name} cannot be read as CSV: {_reason(exc)}") from None
 
 

@@ -78,7 +78,7 @@ def import_file(
     started = time.monotonic()
     with read_transaction(consistent=False):
         columns = imports.Columns.of(source.names, list(policies()))
-    with announced(), ThreadPoolExecutor(1) as hashing:
+    with announced() as maintenance, ThreadPoolExecutor(1) as hashing:
         # The digest reads the whole input: it is made beside the first batch when there is
         # no progress to check it against yet.
         digest = hashing.submit(Digest.of, source.path)
@@ -87,6 +87,7 @@ def import_file(
             progress = Progress.load(progress_path, source.path, digest.result())
         start = progress.rows_committed if progress is not None else 0
         run = Totals()
+        analysed = 0
         for first_row, table in source.batches(start, batch_size):
             rows = imports.check_rows(table, first_row, columns)
             outcome = write_batch(rows, actor)
@@ -97,28 +98,54 @@ def import_file(
             progress.rows_committed += outcome.rows
             progress.head = outcome.head
             progress.save(progress_path)
+            if run.imported >= 2 * analysed + batch_size:
+                maintenance.analyse()
+                analysed = run.imported
             if on_batch is not None:
                 on_batch(outcome)
         if progress is None:
             progress = Progress.load(progress_path, source.path, digest.result())
+        if run.imported > analysed:
+            maintenance.analyse()
         progress.complete = True
         progress.save(progress_path)
     return ImportSummary(run, start, time.monotonic() - started, progress.head)
 
 
+class Maintenance:
+    """The import's own connection beside its batches: it tells the servers an import is
+    writing (PostgreSQL: a shared advisory lock, released however the process ends; SQLite has
+    nothing to tell it with), and refreshes the planner's statistics as the tables grow."""
+
+    def __init__(self, conn: sa.Connection) -> None:
+        self.conn = conn
+
+    def analyse(self) -> None:
+        """Statistics of the tables an import grows: without them, after a bulk load the
+        planner takes the ledger for as small as it was and may scan millions of rows where
+        an index probe would do (a head read answered by the database took over 10 s)."""
+        if self.conn.dialect.name == "postgresql":
+            self.conn.execute(sa.text("ANALYZE subjects, choices, events"))
+        else:
+            # A sample per index is enough to choose between them, and keeps it quick.
+            self.conn.exec_driver_sql("PRAGMA analysis_limit = 1000")
+            for table in ("subjects", "choices", "events"):
+                self.conn.exec_driver_sql(f"ANALYZE {table}")
+        self.conn.commit()
+
+
 @contextmanager
-def announced() -> Iterator[None]:
-    """While the block runs, tell the servers an import is writing (PostgreSQL: a shared
-    advisory lock on a connection of its own, released however the process ends; SQLite has
-    nothing to tell it with)."""
-    if db.engine.dialect.name != "postgresql":
-        yield
-        return
+def announced() -> Iterator[Maintenance]:
+    """While the block runs, tell the servers an import is writing; the block gets the
+    import's maintenance connection."""
     with db.engine.connect() as conn:
+        if conn.dialect.name != "postgresql":
+            yield Maintenance(conn)
+            return
         conn.execute(sa.text("SELECT pg_advisory_lock_shared(:key)"), {"key": IMPORT_LOCK})
         conn.commit()
         try:
-            yield
+            yield Maintenance(conn)
         finally:
             conn.execute(sa.text("SELECT pg_advisory_unlock_shared(:key)"), {"key": IMPORT_LOCK})
             conn.commit()

@@ -83,9 +83,9 @@ def head(app: Flask) -> int:
     return seq
 
 
-def table(app: Flask, sql: str) -> list[tuple[Any, ...]]:
+def table(app: Flask, sql: str, **params: Any) -> list[tuple[Any, ...]]:
     with app.app_context():
-        rows = [tuple(r) for r in db.session.execute(sa.text(sql))]
+        rows = [tuple(r) for r in db.session.execute(sa.text(sql), params)]
         db.session.rollback()
     return rows
 
@@ -300,12 +300,16 @@ def test_a_csv_row_with_the_wrong_number_of_fields_is_named(
 ) -> None:
     api.purpose()
     path = tmp_path / "short.csv"
-    path.write_text("user_id,jurisdiction\na,DE\nb\nc,FR\n")
+    path.write_text("user_id,jurisdiction\na,DE\nb,FR\nc\nd,FR\n")
     result = run_cli("import", str(path))
     assert result.exit_code == 2
-    assert "row 2: expected 2 fields" in result.stderr
+    assert "row 3: expected 2 fields, found 1: 'c'" in result.stderr
     assert "Nothing was imported." in result.stderr
     assert table(api.app, "SELECT count(*) FROM subjects") == [(0,)]
+    # In batches of two, the first batch is before the bad row: it is imported.
+    again = run_cli("import", str(path), "--batch-size", "2")
+    assert "Nothing of the batch holding row 3 was written" in again.stderr
+    assert table(api.app, "SELECT user_id FROM subjects ORDER BY user_id") == [("a",), ("b",)]
 
 
 def test_a_rerun_goes_on_after_the_rows_the_progress_file_says_are_committed(
@@ -439,3 +443,28 @@ def test_an_import_killed_half_way_and_rerun_equals_an_uninterrupted_one(
     )
     assert registered == [(total, total)]
     assert _subjects_and_events(api.app) == _subjects_and_events(other_app)
+
+
+def test_an_import_leaves_the_planners_statistics_of_the_tables_it_grew(
+    api: Api, tmp_path: Path
+) -> None:
+    api.purpose()
+    postgres = api.app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql")
+    began = table(api.app, "SELECT now()")[0][0] if postgres else None
+    rows = [[f"s{i}", "DE", "granted"] for i in range(30)]
+    run_import(api.app, write_csv(tmp_path / "s.csv", rows, HEADER[:3]), batch_size=10)
+    if postgres:
+        analysed = table(
+            api.app,
+            "SELECT relname, last_analyze >= :began FROM pg_stat_user_tables "
+            "WHERE relname IN ('subjects', 'choices', 'events') ORDER BY relname",
+            began=began,
+        )
+        assert analysed == [("choices", True), ("events", True), ("subjects", True)]
+    else:
+        analysed = table(
+            api.app,
+            "SELECT DISTINCT tbl FROM sqlite_stat1 "
+            "WHERE tbl IN ('subjects', 'choices', 'events') ORDER BY tbl",
+        )
+        assert analysed == [("choices",), ("events",), ("subjects",)]
