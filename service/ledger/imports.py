@@ -105,10 +105,12 @@ def import_file(
                 on_batch(outcome)
         if progress is None:
             progress = Progress.load(progress_path, source.path, digest.result())
-        if run.imported > analysed:
-            maintenance.analyse()
         progress.complete = True
         progress.save(progress_path)
+        # The servers may rebuild from here on; the last statistics are made beside that.
+        maintenance.finished()
+        if run.imported > analysed:
+            maintenance.analyse()
     return ImportSummary(run, start, time.monotonic() - started, progress.head)
 
 
@@ -119,6 +121,24 @@ class Maintenance:
 
     def __init__(self, conn: sa.Connection) -> None:
         self.conn = conn
+        self.announced = False
+
+    def announce(self) -> None:
+        """Tell the servers an import is writing (PostgreSQL only)."""
+        if self.conn.dialect.name == "postgresql":
+            self.conn.execute(sa.text("SELECT pg_advisory_lock_shared(:key)"), {"key": IMPORT_LOCK})
+            self.conn.commit()
+            self.announced = True
+
+    def finished(self) -> None:
+        """Tell the servers this import writes no more (once; the server also forgets it when
+        the connection ends)."""
+        if self.announced:
+            self.conn.execute(
+                sa.text("SELECT pg_advisory_unlock_shared(:key)"), {"key": IMPORT_LOCK}
+            )
+            self.conn.commit()
+            self.announced = False
 
     def analyse(self) -> None:
         """Statistics of the tables an import grows: without them, after a bulk load the
@@ -139,16 +159,12 @@ def announced() -> Iterator[Maintenance]:
     """While the block runs, tell the servers an import is writing; the block gets the
     import's maintenance connection."""
     with db.engine.connect() as conn:
-        if conn.dialect.name != "postgresql":
-            yield Maintenance(conn)
-            return
-        conn.execute(sa.text("SELECT pg_advisory_lock_shared(:key)"), {"key": IMPORT_LOCK})
-        conn.commit()
+        maintenance = Maintenance(conn)
+        maintenance.announce()
         try:
-            yield Maintenance(conn)
+            yield maintenance
         finally:
-            conn.execute(sa.text("SELECT pg_advisory_unlock_shared(:key)"), {"key": IMPORT_LOCK})
-            conn.commit()
+            maintenance.finished()
 
 
 def import_running() -> bool:
