@@ -100,6 +100,9 @@ def consumer(live: LiveServer, seen: list[int], tally: Tally, stop: threading.Ev
     cursor = 0
     with httpx.Client(base_url=live.base_url, timeout=30, headers=pipeline) as http:
         while True:
+            # Whether the writers had finished is read before the page: a page read before
+            # they finished may end short of their last event, even if they finish just after.
+            writers_done = stop.is_set()
             r = http.get("/v1/changes", params={"after": cursor, "limit": 50})
             if not tally.saw("changes", r, (200,)):
                 return
@@ -107,7 +110,7 @@ def consumer(live: LiveServer, seen: list[int], tally: Tally, stop: threading.Ev
             seen.extend(e["seq"] for e in page["events"])
             cursor = page["next_after"]
             if not page["has_more"]:
-                if stop.is_set() and cursor >= page["head"]:
+                if writers_done and cursor >= page["head"]:
                     return
                 time.sleep(0.05)
 
@@ -139,6 +142,7 @@ def test_a_mixed_load_loses_nothing_and_ends_in_the_state_a_replay_gives(
     writers_done.set()
     follower.join(60)
     elapsed = time.monotonic() - began
+    assert not follower.is_alive(), "the feed consumer did not reach the head within 60 s"
 
     assert not tally.errors, tally.errors[:5]
     admin = {"Authorization": f"Bearer {live.tokens['admin']}"}
