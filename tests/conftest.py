@@ -21,6 +21,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from flask_migrate import upgrade
 
+import service.ledger.choices
 import service.ledger.transaction
 from service import create_app
 from service.runtime.config import normalise_database_url
@@ -139,9 +140,11 @@ class Clock:
 
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    """Control the time the ledger stamps on events."""
+    """Control the time the ledger stamps on events (and judges idempotency records by,
+    before the head lock too)."""
     c = Clock()
     monkeypatch.setattr(service.ledger.transaction, "utcnow", c)
+    monkeypatch.setattr(service.ledger.choices, "utcnow", c)
     return c
 
 

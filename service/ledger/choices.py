@@ -3,27 +3,33 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from typing import Any
 
+from flask import current_app
+
 from service.domain import validation
-from service.domain.errors import BadRequest, NotFound, PreconditionFailed
-from service.domain.events import ChoiceSet
+from service.domain.clock import utcnow
+from service.domain.errors import BadRequest, ConsentError, NotFound
+from service.ledger.choice_batch import (
+    ChoiceWrite,
+    Outcome,
+    commit_choices,
+)
+from service.ledger.choice_batch import etag as etag  # the ETag of a record, for the views
+from service.ledger.group_commit import GroupCommitter
 from service.ledger.notices import require_notice
-from service.ledger.subjects import ensure_registered, known_user, refuse_if_erased
-from service.ledger.transaction import Actor, IdempotencyRequest, LedgerWrite
-from service.reads.state import load_user
-from service.runtime.extensions import db
-from service.runtime.models import Choice, Purpose
+from service.ledger.subjects import known_user
+from service.ledger.transaction import Actor, IdempotencyRequest, find_record, replay_of
+from service.ledger.write_cache import write_cache
+from service.reads.consistent import read_transaction
+from service.runtime.extensions import db, worker_state
+from service.runtime.models import Purpose
 
 # An entity tag as this API issues them (a version, quoted), optionally weak.
 ETAG_RE = re.compile(r'(?:W/)?"([0-9]{1,18})"')
 # An If-Match value (HTTP drops the blanks around it): '*', or a comma-separated list of tags.
 IF_MATCH_RE = re.compile(rf"^(?:\*|{ETAG_RE.pattern}(?: *, *{ETAG_RE.pattern})*)$")
-
-
-def etag(version: int) -> str:
-    """The ETag of a consent record: its version, quoted."""
-    return f'"{version}"'
 
 
 def parse_if_match(header: str) -> set[int] | None:
@@ -64,53 +70,72 @@ def set_choice(
     Idempotency-Key, a retry of the same request returns the first answer and writes nothing.
     A notice_version (what the user was shown) must be a published version of the purpose's
     notice: otherwise a 422 naming it, and nothing is written.
+
+    Grouped (CONSENT_WRITE_PATH, the default), what does not need the head lock is checked
+    before it, and the write is committed with the worker's other concurrent writes
+    (service.ledger.group_commit); serial, it is checked and committed alone under the lock.
+    Both give the same answers and events (tests/integration/test_write_paths.py).
     """
-    user_id = validation.user_id(user_id)
-    accepted = parse_if_match(if_match) if if_match is not None else None
-    with LedgerWrite(actor, idempotency) as w:
-        if w.replay is not None:
-            return w.replay.body
-        require_purpose(purpose)
-        if notice_version is not None:
-            require_notice(purpose, validation.notice_version(notice_version))
-        subject = ensure_registered(w, user_id)
-        refuse_if_erased(subject)
-        choice = db.session.get(Choice, (user_id, purpose))
-        current = choice.version if choice else 0
-        if if_match is not None and accepted is not None and current not in accepted:
-            raise PreconditionFailed(
-                f"The consent record is at version {current}; If-Match named "
-                f"{', '.join(str(v) for v in sorted(accepted))}. Read it again and retry.",
-            )
-        before = load_user(user_id).resolve(purpose, w.head, w.at).state
-        previous = choice.state if choice else None
-        if choice is None:
-            choice = Choice(user_id=user_id, purpose=purpose, version=0)
-            db.session.add(choice)
-        choice.state = state
-        choice.source = source
-        choice.notice_version = notice_version
-        choice.version = current + 1
-        choice.updated_seq = w.head + 1
-        choice.updated_at = w.at
-        db.session.flush()
-        view = load_user(user_id)
-        w.append(
-            ChoiceSet(
-                user_id=user_id,
-                purpose=purpose,
-                state=state,
-                previous=previous,
-                source=source,
-                version=choice.version,
-                notice_version=notice_version,
-            ),
-            before=before,
-            after=view.resolve(purpose, w.head + 1, w.at).state,
-        )
-        result = view.decision(purpose, w.head, w.at)
-        w.remember(200, result, {"ETag": etag(choice.version)})
-    return result
+    write = ChoiceWrite(
+        actor=actor,
+        user_id=validation.user_id(user_id),
+        purpose=validation.purpose_key(purpose),
+        state=state,
+        source=source,
+        notice_version=(
+            None if notice_version is None else validation.notice_version(notice_version)
+        ),
+        accepted=accepted_versions(if_match),
+        idempotency=idempotency,
+    )
+    if current_app.config["CONSENT_WRITE_PATH"] == "serial":
+        outcome = commit_choices(lambda: [write])[0]
+    else:
+        prepared = prepare(write)
+        if isinstance(prepared, dict):
+            return prepared
+        outcome = committer().submit(prepared)
+    if isinstance(outcome, ConsentError):
+        raise outcome
+    return outcome
+
+
+def accepted_versions(if_match: str | None) -> frozenset[int] | None:
+    """The versions an If-Match header accepts; None without one, or for '*'."""
+    if if_match is None:
+        return None
+    versions = parse_if_match(if_match)
+    return None if versions is None else frozenset(versions)
+
+
+def prepare(write: ChoiceWrite) -> ChoiceWrite | dict[str, Any]:
+    """Before the head lock: a retry's first answer (replayed), or the write once its purpose
+    and notice version are known to exist (a 404 or 422 if not). Purposes and notices are
+    never removed, so this worker's cache of them answers without the database."""
+    cache = write_cache()
+    facts = cache.facts
+    known_purpose = facts is not None and write.purpose in facts.policies
+    notice = None if write.notice_version is None else (write.purpose, write.notice_version)
+    known_notice = notice is None or notice in cache.notices
+    if write.idempotency is None and known_purpose and known_notice:
+        return replace(write, checked=True)
+    with read_transaction(consistent=False):
+        if write.idempotency is not None:
+            record = find_record(write.actor.name, write.idempotency)
+            replay = replay_of(record, write.idempotency, utcnow())
+            if replay is not None:
+                return replay.body
+        if not known_purpose:
+            require_purpose(write.purpose)
+        if notice is not None and not known_notice:
+            require_notice(*notice)
+            cache.notices.add(notice)
+    return replace(write, checked=True)
+
+
+def committer() -> GroupCommitter[ChoiceWrite, Outcome]:
+    """This worker's group committer of choice writes."""
+    return worker_state("consent_choice_committer", lambda: GroupCommitter(commit_choices))
 
 
 def get_decisions(user_id: str) -> list[dict[str, Any]]:

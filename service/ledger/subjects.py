@@ -72,7 +72,12 @@ def ensure_registered(w: LedgerWrite, user_id: str, jurisdiction: str | None = N
 def refuse_if_erased(subject: Subject) -> None:
     """Erasure is final: nothing about an erased subject may change any more."""
     if subject.erased:
-        raise Conflict(f"User {subject.user_id!r} is erased; their record can no longer change.")
+        raise erased(subject.user_id)
+
+
+def erased(user_id: str) -> Conflict:
+    """The 409 for a change to an erased user's record."""
+    return Conflict(f"User {user_id!r} is erased; their record can no longer change.")
 
 
 def put_subject(actor: Actor, user_id: str, jurisdiction: str | None) -> dict[str, Any]:

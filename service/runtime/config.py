@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_SQLITE_NAME = "consent.db"
+WRITE_PATHS = ("grouped", "serial")
 
 
 def instance_path() -> str | None:
@@ -51,6 +52,11 @@ def from_environ(instance_path: str) -> dict[str, Any]:
         "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
         "CONSENT_DB_TIMEOUT_SECONDS": float(os.environ.get("CONSENT_DB_TIMEOUT_SECONDS", "5")),
         "CONSENT_EXPIRY_SWEEP_SECONDS": float(os.environ.get("CONSENT_EXPIRY_SWEEP_SECONDS", "5")),
+        # grouped: choice writes read what they can before the head lock and commit together
+        # with the worker's other concurrent writes; serial: each alone, all under the lock.
+        "CONSENT_WRITE_PATH": _one_of(
+            "CONSENT_WRITE_PATH", os.environ.get("CONSENT_WRITE_PATH", "grouped"), WRITE_PATHS
+        ),
         # A retry with the same Idempotency-Key replays the first answer for this long; after
         # it the key is free again, and the sweeper prunes the record.
         "CONSENT_IDEMPOTENCY_TTL_HOURS": _positive(
@@ -147,6 +153,14 @@ def _count(name: str, value: str) -> int:
     if not text.isdigit() or int(text) == 0:
         raise ValueError(f"{name} must be a whole number above zero, not {value!r}.")
     return int(text)
+
+
+def _one_of(name: str, value: str, allowed: tuple[str, ...]) -> str:
+    """A setting that must be one of a few words; anything else stops the start-up, naming it."""
+    word = value.strip()
+    if word not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {value!r}.")
+    return word
 
 
 def _at_most(name: str, value: str, limit: float) -> float:

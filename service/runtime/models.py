@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
@@ -36,6 +36,11 @@ class UTCDateTime(sa.types.TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def table(model: type[Base]) -> sa.Table:
+    """A model's table, for Core statements that write many rows at once."""
+    return cast(sa.Table, model.__table__)
 
 
 def _state_check(column: str, nullable: bool = False) -> sa.CheckConstraint:

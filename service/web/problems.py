@@ -13,6 +13,7 @@ from sqlalchemy import exc as sa_exc
 from werkzeug.exceptions import HTTPException
 
 from service.domain.errors import ConsentError, Unavailable
+from service.ledger.group_commit import BatchFailed
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +166,14 @@ def handle_database_error(error: sa_exc.DBAPIError) -> Response:
     )
 
 
+def handle_batch_failed(error: BatchFailed) -> Response:
+    """A write whose group-committed batch failed: answered as the batch's failure would be."""
+    cause = error.__cause__
+    if isinstance(cause, sa_exc.OperationalError | sa_exc.InterfaceError):
+        return handle_database_error(cause)
+    return handle_unexpected(error)
+
+
 def handle_unexpected(error: Exception) -> Response:
     """Log the traceback, answer a 500 that leaks nothing."""
     log.exception("unhandled error")
@@ -176,4 +185,5 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(ConsentError, handle_consent_error)
     app.register_error_handler(sa_exc.OperationalError, handle_database_error)
     app.register_error_handler(sa_exc.InterfaceError, handle_database_error)
+    app.register_error_handler(BatchFailed, handle_batch_failed)
     app.register_error_handler(Exception, handle_unexpected)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from service.web.schemas import DecisionSchema
 
 
 def test_setting_a_choice_registers_an_unknown_user_and_returns_version_and_etag(api: Any) -> None:
@@ -130,3 +133,14 @@ def test_reading_all_consents_lists_every_purpose(api: Any) -> None:
     resp = api.call("GET", "/v1/users/u1/consents", role="support")
     by_purpose = {d["purpose"]: d["state"] for d in resp.get_json()}
     assert by_purpose == {"model_training": "granted", "ads_personalisation": "denied"}
+
+
+def test_a_write_answers_exactly_what_its_documented_schema_would_give(api: Any) -> None:
+    api.purpose()
+    plain = api.choose("u1", "granted").get_json()
+    expires = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    assert api.override("u2", "denied", expires_at=expires).status_code == 201
+    overridden = api.choose("u2", "granted").get_json()
+    assert overridden["override"] is not None
+    for answer in (plain, overridden):
+        assert DecisionSchema().dump(answer) == answer

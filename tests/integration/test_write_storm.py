@@ -1,8 +1,8 @@
 """Sixteen writers at once on PostgreSQL: every write's event exactly once, in seq and commit order.
 
 16 writers × CONSENT_TEST_WRITES_PER_WRITER writes (250 by default, to keep the suite's time;
-issue 15 asks for 1,000: set the variable) over a small pool of users, so that the fast write
-path (reads before the head lock, checked under it) meets both contended and fresh users.
+issue 15 asks for 1,000: set the variable) over a small pool of users, so that group commit
+meets both fresh users and users written twice in one batch.
 """
 
 from __future__ import annotations

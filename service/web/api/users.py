@@ -11,6 +11,7 @@ from service.reads import history
 from service.web.api.access import current_actor, requires
 from service.web.api.parsing import Blueprint
 from service.web.api.parsing import idempotency_request as _idempotency
+from service.web.api.pipeline import json_response
 from service.web.schemas import (
     ChoiceHeadersSchema,
     ChoicePutSchema,
@@ -91,7 +92,11 @@ class UserConsent(MethodView):
             # Without a notice_version the fingerprint is what it was before choices had one.
             idempotency=_idempotency(headers, {k: v for k, v in body.items() if v is not None}),
         )
-        return decision, {"ETag": choices.etag(decision["version"])}
+        # A surge of these is the write path's load: the plain dict straight to JSON, no
+        # schema dump (DecisionSchema documents it; a test holds the two equal).
+        response = json_response(decision)
+        response.headers["ETag"] = choices.etag(decision["version"])
+        return response
 
 
 @blp.route("/<user_id:user_id>/events")
