@@ -36,6 +36,7 @@ from bench.report import (
 from bench.server import REPO, Server, gunicorn
 from bench.traffic import Traffic
 from bench.workloads import (
+    arrow_batches,
     batch_lookup,
     consent_filter,
     filter_arrow,
@@ -67,6 +68,7 @@ WORKLOADS: list[tuple[str, Workload]] = [
     ("filter, newline text", filter_text.filter_text),
     ("filter, Arrow int64", partial(filter_arrow.filter_arrow, column="int64")),
     ("filter, Arrow string", partial(filter_arrow.filter_arrow, column="string")),
+    ("filter, Arrow int64 in one huge batch", arrow_batches.arrow_batches),
     ("hand-written SQL batches", sql_baseline.sql_baseline),
     ("batch lookup vs one lookup per ID", batch_lookup.batch_lookup),
     ("snapshot, Parquet", snapshot.snapshot_parquet),

@@ -33,6 +33,11 @@ from service.web import metrics
 FILTER_CHUNK = 50_000
 NEWLINE, TAB = ord("\n"), ord(TIME_SEPARATOR)
 READ_BLOCK = 1 << 20
+# An Arrow batch is answered this many rows at a time (the answer is still one batch per
+# input batch): one batch of millions of rows made every step's temporaries tens of MB,
+# fresh pages from the allocator each time, and ran at a fifth of the rate of 64 Ki-row
+# batches, whose temporaries stay in the caches.
+ARROW_SLICE = 1 << 16
 ALLOWED_SCHEMA = pa.schema([pa.field(ALLOWED_COLUMN, pa.bool_(), nullable=False)])
 
 
@@ -286,6 +291,15 @@ def started(body: Iterator[bytes]) -> Iterator[bytes]:
     return itertools.chain([first], body)
 
 
+def slices(batch: pa.RecordBatch, rows: int) -> Iterator[pa.RecordBatch]:
+    """A batch as zero-copy slices of at most `rows` rows (the batch itself if it is small)."""
+    if batch.num_rows <= rows:
+        yield batch
+        return
+    for start in range(0, batch.num_rows, rows):
+        yield batch.slice(start, rows)
+
+
 def _arrow_codes(
     purpose: str, seq: int, column: pa.Array, times: Times | None = None
 ) -> npt.NDArray[np.uint8]:
@@ -365,8 +379,14 @@ def filter_arrow(purpose: str, seq: int, reader: pa.RecordBatchStreamReader) -> 
     sink = ByteSink()
     writer = pa.ipc.new_stream(sink, ALLOWED_SCHEMA)
     for batch in reader:
-        times = None if time_at is None else content_times.column_times(batch.column(time_at))
-        mask = counted(purpose, _arrow_codes(purpose, seq, batch.column(id_at), times))
+        masks = [
+            counted(purpose, _arrow_codes(purpose, seq, part.column(id_at), times))
+            for part in slices(batch, ARROW_SLICE)
+            for times in [
+                None if time_at is None else content_times.column_times(part.column(time_at))
+            ]
+        ]
+        mask = masks[0] if len(masks) == 1 else np.concatenate(masks)
         writer.write_batch(pa.record_batch([pa.array(mask, pa.bool_())], schema=ALLOWED_SCHEMA))
         yield sink.take()
     writer.close()

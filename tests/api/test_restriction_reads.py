@@ -17,6 +17,7 @@ import pytest
 from flask import Flask
 
 from service import create_app
+from service.reads import lookups
 from service.runtime.extensions import db
 from tests.conftest import app_config, clean_database
 from tests.factories import Api, assert_problem
@@ -268,6 +269,20 @@ def test_numeric_ids_in_arrow_take_their_times_too(world: World) -> None:
     assert got == [False, True, True, True]
     untimed = mask(arrow_filter(world, arrow_body(pa.array([7, 8], pa.int64()), None)))
     assert untimed == [False, True]
+
+
+def test_a_batch_answered_in_slices_is_one_answer_aligned_to_it(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A huge batch is worked a slice at a time, each slice with its own times; the answer is
+    still one batch per input batch."""
+    times = pa.array([stamp(INSIDE), stamp(OUTSIDE), None] * 3, pa.timestamp("ms", "UTC"))
+    body = arrow_body(pa.array([7] * 9, pa.int64()), times)  # batches of 3, 3 and 3 rows
+    whole = mask(arrow_filter(world, body))
+    monkeypatch.setattr(lookups, "ARROW_SLICE", 2)
+    resp = arrow_filter(world, body)
+    assert [b.num_rows for b in pa.ipc.open_stream(resp.get_data())] == [3, 3, 3]
+    assert mask(resp) == whole == [False, True, False] * 3
 
 
 @pytest.mark.parametrize(

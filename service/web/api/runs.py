@@ -14,7 +14,7 @@ from service.reads import lineage, run_streams
 from service.reads import runs as run_reads
 from service.web.api.access import current_actor, requires
 from service.web.api.parsing import Blueprint
-from service.web.api.pipeline import BINARY, UNBOUNDED, json_response
+from service.web.api.pipeline import BINARY, json_response, streamed_body
 from service.web.runs_schemas import (
     LineageSchema,
     RemediationCreateSchema,
@@ -97,8 +97,8 @@ class RunMemberUpload(MethodView):
     @blp.response(201, RunSchema)
     def put(self, run_id: int) -> Any:
         """Record the members of a run, once."""
-        request.max_content_length = UNBOUNDED  # any number of IDs, read as a stream
-        return runs.record_members(current_actor(), run_id, request.stream, request.mimetype)
+        # Any number of IDs, read as a stream.
+        return runs.record_members(current_actor(), run_id, streamed_body(), request.mimetype)
 
 
 @blp.route(f"{RUN}/violations")
