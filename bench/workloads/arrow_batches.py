@@ -6,13 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from bench import clients
-from bench.population import PURPOSE
 from bench.report import Figure
 from bench.traffic import ID_BASE, ipc_parts
-from bench.workloads.filter_arrow import _read_arrow
+from bench.workloads.filter_arrow import post_arrow
 from bench.workloads.session import Session
-from consent_client.wire import ARROW_STREAM
 
 SIZES = (16_384, 65_536, 262_144, 1_048_576)
 ROUNDS = 2
@@ -33,16 +30,7 @@ def arrow_batches(s: Session) -> None:
     best: dict[int, float] = {}
     for k in range(ROUNDS):
         for rows, (head, parts, tail) in streams.items():
-            result = clients.duplex_post(
-                s.server.port,
-                f"/v1/filter/{PURPOSE}",
-                {"Authorization": f"Bearer {s.pipeline_token}", "Content-Type": ARROW_STREAM},
-                parts,
-                _read_arrow,
-                s.profile.stream_time_limit * 3,
-                head=head,
-                tail=tail,
-            )
+            result = post_arrow(s, head, parts, tail, s.profile.stream_time_limit * 3)
             label = f"Arrow batches of {rows:,} rows ({k + 1})"
             complete = result.status == 200 and result.parts_sent == len(parts)
             sent = f"{result.status}, {result.parts_sent}/{len(parts)}"

@@ -25,19 +25,27 @@ def _read_arrow(response: http.client.HTTPResponse) -> pa.Array | str:
     return pa.concat_arrays(chunks) if chunks else pa.array([], pa.bool_())
 
 
-def filter_arrow(s: Session, column: str) -> None:
-    """Stream the IDs as an Arrow IPC stream (int64 or string column); read the mask back."""
-    stream: ArrowStream = s.traffic.arrow_int64 if column == "int64" else s.traffic.arrow_string
-    result = clients.duplex_post(
+def post_arrow(
+    s: Session, head: bytes, parts: list[bytes], tail: bytes, time_limit: float
+) -> clients.DuplexResult:
+    """POST an Arrow IPC stream (schema, batches, end marker) to the filter; the mask read
+    back into one array (or the error body)."""
+    return clients.duplex_post(
         s.server.port,
         f"/v1/filter/{PURPOSE}",
         {"Authorization": f"Bearer {s.pipeline_token}", "Content-Type": ARROW_STREAM},
-        stream.parts,
+        parts,
         _read_arrow,
-        s.profile.stream_time_limit,
-        head=stream.head,
-        tail=stream.tail,
+        time_limit,
+        head=head,
+        tail=tail,
     )
+
+
+def filter_arrow(s: Session, column: str) -> None:
+    """Stream the IDs as an Arrow IPC stream (int64 or string column); read the mask back."""
+    stream: ArrowStream = s.traffic.arrow_int64 if column == "int64" else s.traffic.arrow_string
+    result = post_arrow(s, stream.head, stream.parts, stream.tail, s.profile.stream_time_limit)
     label = f"filter, Arrow IPC {column}"
     what = f"filter, Arrow IPC {column} IDs, IDs/s end to end"
     target = "≥ 10,000,000 IDs/s (N = 1M)"

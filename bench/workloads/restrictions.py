@@ -33,11 +33,10 @@ from bench.population import (
 )
 from bench.report import Figure
 from bench.traffic import ipc_parts
-from bench.workloads.filter_arrow import _read_arrow
+from bench.workloads.filter_arrow import post_arrow
 from bench.workloads.filter_text import _read_text
 from bench.workloads.session import Session
 from bench.workloads.single_lookup import run_wrk
-from consent_client.wire import ARROW_STREAM
 
 CONSENT = os.path.join(os.path.dirname(sys.executable), "consent")
 WINDOW_FROM = datetime(2024, 5, 16, tzinfo=UTC)
@@ -179,16 +178,7 @@ def _stream_text(s: Session, parts: list[bytes]) -> clients.DuplexResult:
 
 
 def _stream_arrow(s: Session, head: bytes, parts: list[bytes], tail: bytes) -> clients.DuplexResult:
-    return clients.duplex_post(
-        s.server.port,
-        f"/v1/filter/{PURPOSE}",
-        {"Authorization": f"Bearer {s.pipeline_token}", "Content-Type": ARROW_STREAM},
-        parts,
-        _read_arrow,
-        s.profile.stream_time_limit * 3,
-        head=head,
-        tail=tail,
-    )
+    return post_arrow(s, head, parts, tail, s.profile.stream_time_limit * 3)
 
 
 def _complete(s: Session, what: str, result: clients.DuplexResult, parts: int) -> bool:

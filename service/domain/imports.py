@@ -13,7 +13,7 @@ and purpose rather than once per row: for a subject the ledger has never seen, n
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -288,6 +288,17 @@ class BatchPlan:
     choices: pa.Table
     events: pa.Table
     head: int
+
+    def tables(self) -> Iterator[tuple[str, pa.Table]]:
+        """The tables to write, named, in the order their foreign keys need (empty ones left
+        out)."""
+        for name, table in (
+            ("subjects", self.subjects),
+            ("choices", self.choices),
+            ("events", self.events),
+        ):
+            if table.num_rows:
+                yield name, table
 
 
 # Payloads are made by the event types themselves, so imported rows hold exactly what the API

@@ -298,13 +298,7 @@ class _Postgres:
     @staticmethod
     def write(plan: imports.BatchPlan) -> None:
         with _dbapi().cursor() as cursor:
-            for name, table in (
-                ("subjects", plan.subjects),
-                ("choices", plan.choices),
-                ("events", plan.events),
-            ):
-                if not table.num_rows:
-                    continue
+            for name, table in plan.tables():
                 out = io.BytesIO()
                 pa_csv.write_csv(table, out, _CSV)
                 columns = ", ".join(table.column_names)
@@ -348,13 +342,7 @@ class _SQLite:
     def write(plan: imports.BatchPlan) -> None:
         cursor = _dbapi().cursor()
         try:
-            for name, table in (
-                ("subjects", plan.subjects),
-                ("choices", plan.choices),
-                ("events", plan.events),
-            ):
-                if not table.num_rows:
-                    continue
+            for name, table in plan.tables():
                 marks = ", ".join("?" * table.num_columns)
                 values = [_python(column) for column in table.columns]
                 cursor.executemany(

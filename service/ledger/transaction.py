@@ -25,21 +25,8 @@ from service.runtime.plain_sql import Driver, PlainStatement
 SYSTEM_ACTOR = ("system:expiry", "system")
 
 HEAD_ID = 1
-EVENT_COLUMNS = (
-    "seq",
-    "at",
-    "kind",
-    "user_id",
-    "purpose",
-    "before",
-    "after",
-    "actor",
-    "role",
-    "reason",
-    "ticket",
-    "request_id",
-    "data",
-)
+# Every column of an event row, in the table's order.
+EVENT_COLUMNS = tuple(c.name for c in table(Event).columns)
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import IO, Any, cast
+from typing import IO, Any, Protocol, cast
 
 from flask import Response, request, stream_with_context
 from flask.views import MethodView
@@ -41,6 +41,15 @@ AS_OF_HEADER_DOC = {
 FILTER_BODY_TYPES = (wire.TEXT_IDS, wire.ARROW_STREAM)
 BINARY = {"type": "string", "format": "binary"}
 UNBOUNDED = 1 << 62
+BODY_PIECE = 1 << 20
+
+
+class Reads(Protocol):
+    """What a server's body reader offers: read(size)."""
+
+    def read(self, size: int = -1, /) -> bytes:
+        """Up to `size` bytes; b"" at the end."""
+        ...
 
 
 class EndedBody:
@@ -49,15 +58,33 @@ class EndedBody:
 
     closed = False
 
-    def __init__(self, raw: IO[bytes]) -> None:
+    def __init__(self, raw: Reads) -> None:
         self._raw = raw
 
-    def read(self, size: int = -1) -> bytes:
+    def read(self, size: int = -1) -> bytes | bytearray:
         """Up to `size` bytes (all that is left with -1); b"" at the end."""
         try:
-            return self._raw.read(size)
+            if size is None or size < 0 or size <= BODY_PIECE:
+                return self._raw.read(size)
+            return self._read_large(size)
         except (OSError, ValueError) as error:
             raise ClientDisconnected() from error
+
+    def _read_large(self, size: int) -> bytearray:
+        """A large read (one huge Arrow batch) a piece at a time into one buffer: asked for
+        at once, the server's reader grows and copies buffers of the whole size several
+        times over, each time on fresh pages."""
+        out = bytearray(size)
+        got = 0
+        with memoryview(out) as view:
+            while got < size:
+                piece = self._raw.read(min(BODY_PIECE, size - got))
+                if not piece:
+                    break
+                view[got : got + len(piece)] = piece
+                got += len(piece)
+        del out[got:]
+        return out
 
     def readable(self) -> bool:
         """A body is read, never written."""
