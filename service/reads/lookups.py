@@ -309,6 +309,8 @@ def _arrow_codes(
         # Numeric IDs are digit strings: -7 is no numeric ID (and must not match the ID "-7").
         values = pc.fill_null(pc.cast(column, pa.int64(), safe=False), -1).to_numpy()
         small = (values >= 0) & (values < NUMERIC_LIMIT)
+        if small.all():  # the usual batch: no copy of the IDs (or their times) to pick them
+            return decisions.number_codes(purpose, seq, values, times)
         out = cd.full(len(values), cd.INVALID)
         if small.any():
             out[small] = decisions.number_codes(
