@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import json
-from typing import IO, Any, Protocol, cast
+from typing import Any
 
 from flask import Response, request, stream_with_context
 from flask.views import MethodView
-from werkzeug.exceptions import ClientDisconnected
 
 from consent_client import wire
 from service.reads import changes, decisions, lookups, snapshots
 from service.web.api.access import requires
 from service.web.api.parsing import Blueprint
+from service.web.bodies import streamed_body
 from service.web.schemas import (
     AsOfArgsSchema,
     BatchLookupArgsSchema,
@@ -40,77 +40,6 @@ AS_OF_HEADER_DOC = {
 }
 FILTER_BODY_TYPES = (wire.TEXT_IDS, wire.ARROW_STREAM)
 BINARY = {"type": "string", "format": "binary"}
-UNBOUNDED = 1 << 62
-BODY_PIECE = 1 << 20
-
-
-class Reads(Protocol):
-    """What a server's body reader offers: read(size)."""
-
-    def read(self, size: int = -1, /) -> bytes:
-        """Up to `size` bytes; b"" at the end."""
-        ...
-
-
-class EndedBody:
-    """A body the server ends itself, read straight through; a client gone mid-body is a
-    ClientDisconnected (400), as werkzeug's own stream would say."""
-
-    closed = False
-
-    def __init__(self, raw: Reads) -> None:
-        self._raw = raw
-
-    def read(self, size: int = -1) -> bytes | bytearray:
-        """Up to `size` bytes (all that is left with -1); b"" at the end."""
-        try:
-            if size is None or size < 0 or size <= BODY_PIECE:
-                return self._raw.read(size)
-            return self._read_large(size)
-        except (OSError, ValueError) as error:
-            raise ClientDisconnected() from error
-
-    def _read_large(self, size: int) -> bytearray:
-        """A large read (one huge Arrow batch) a piece at a time into one buffer: asked for
-        at once, the server's reader grows and copies buffers of the whole size several
-        times over, each time on fresh pages."""
-        out = bytearray(size)
-        got = 0
-        with memoryview(out) as view:
-            while got < size:
-                piece = self._raw.read(min(BODY_PIECE, size - got))
-                if not piece:
-                    break
-                view[got : got + len(piece)] = piece
-                got += len(piece)
-        del out[got:]
-        return out
-
-    def readable(self) -> bool:
-        """A body is read, never written."""
-        return True
-
-    def seekable(self) -> bool:
-        """A body is read once, front to back."""
-        return False
-
-
-def streamed_body() -> IO[bytes]:
-    """The request body as a stream of any length (any number of IDs), read as directly as
-    the server allows.
-
-    gunicorn ends a body itself (chunked or Content-Length) and says so with
-    `wsgi.input_terminated`; werkzeug then wraps it in a LimitedStream only to enforce a
-    maximum length, which this lifts anyway, at the cost of a zero-filled buffer and two more
-    copies of every byte (an Arrow body with content times lost a fifth of its rate to them).
-    From a server that does not end bodies itself, werkzeug's stream with the cap lifted.
-    """
-    environ = request.environ
-    if environ.get("wsgi.input_terminated"):
-        return cast(IO[bytes], EndedBody(environ["wsgi.input"]))
-    # (None would fall back to the app-wide MAX_CONTENT_LENGTH: a number no body reaches.)
-    request.max_content_length = UNBOUNDED
-    return request.stream
 
 
 @blp.route("/lookup/<purpose_key:purpose>/<user_id:user_id>")

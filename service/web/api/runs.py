@@ -14,7 +14,8 @@ from service.reads import lineage, run_streams
 from service.reads import runs as run_reads
 from service.web.api.access import current_actor, requires
 from service.web.api.parsing import Blueprint
-from service.web.api.pipeline import BINARY, json_response, streamed_body
+from service.web.api.pipeline import BINARY, json_response
+from service.web.bodies import streamed_body
 from service.web.runs_schemas import (
     LineageSchema,
     RemediationCreateSchema,
