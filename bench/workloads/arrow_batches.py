@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from bench.population import ID_BASE
 from bench.report import Figure
-from bench.traffic import ID_BASE, ipc_parts
+from bench.traffic import ipc_parts
 from bench.workloads.filter_arrow import post_arrow
 from bench.workloads.session import Session
 
