@@ -107,14 +107,17 @@ class Directory:
 
     def rows_of_numbers(self, values: IntArray) -> IntArray:
         """Rows of numeric IDs (NO_ROW where unknown): a direct table when IDs are dense."""
-        out = np.full(len(values), NO_ROW, dtype=np.int64)
         if self.dense is not None:
             offset = values - self.dense_lo
-            inside = (offset >= 0) & (offset < len(self.dense))
-            out[inside] = self.dense[offset[inside]]
+            got = np.take(self.dense, offset, mode="clip")
+            # Below the table wraps around to far beyond its length: one unsigned comparison.
+            inside = offset.view(np.uint64) < np.uint64(len(self.dense))
+            out: IntArray = np.where(inside, got, np.int64(NO_ROW))
         elif len(self.keys):
             pos = np.minimum(np.searchsorted(self.keys, values), len(self.keys) - 1)
             out = np.where(self.keys[pos] == values, self.key_rows[pos], NO_ROW).astype(np.int64)
+        else:
+            out = np.full(len(values), NO_ROW, dtype=np.int64)
         if self.extra_numbers:
             missing = np.flatnonzero(out == NO_ROW)
             if len(missing):

@@ -3,7 +3,9 @@ seqs, with and without content times, placed and lifted without recomputing any 
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -211,3 +213,88 @@ def test_a_never_seen_id_has_no_jurisdiction_however_full_the_row_arrays_are() -
     assert [cd.Code(int(c)).basis for c in codes] == ["restriction", "unknown"]
     numbers, _ = led.index.number_codes("p", led.seq, np.array([5, 999_999]))
     assert [cd.Code(int(c)).basis for c in numbers] == ["restriction", "unknown"]
+
+
+def general_path_codes(
+    index: ConsentIndex, monkeypatch: pytest.MonkeyPatch, seq: int, ids: pa.Array, times: Any
+) -> Any:
+    """codes() with the folded codes turned off: the general overlay only."""
+    with monkeypatch.context() as m:
+        m.setattr(index, "_folded", lambda *_: None)
+        return index.codes("p", seq, ids, times=times)[0]
+
+
+PLACES = ("DE", "FR", "US", "BR", None)
+
+
+def random_step(
+    led: Ledger, rng: random.Random, step: int, users: list[str], placed: list[int]
+) -> None:
+    """One random event (or 400 registrations) of a history over purpose p."""
+    roll = rng.random()
+    if roll < 0.3 or not users:
+        for _ in range(rng.choice((1, 1, 400))):
+            users.append(str(len(users)) if rng.random() < 0.7 else f"u{len(users)}")
+            led.register(users[-1], rng.choice(PLACES))
+    elif roll < 0.45:
+        led.choose(rng.choice(users), rng.choice(("granted", "denied")))
+    elif roll < 0.55:
+        led(ev.JurisdictionChanged(user_id=rng.choice(users), purpose="p", previous=None,
+                                   jurisdiction=rng.choice(PLACES)))  # fmt: skip
+    elif roll < 0.6:
+        led(ev.SubjectErased(user_id=rng.choice(users), purpose="p"))
+    elif roll < 0.67:
+        bases = rng.choice(({}, {"BR": "not_offered"}, {"EEA": "not_offered", "*": "consent"}))
+        led(ev.PolicyChanged(purpose="p", defaults=POLICY, unknown_subject="granted",
+                             legal_bases=bases))  # fmt: skip
+    elif roll < 0.87:
+        placed.append(step + 1)
+        scope = tuple(rng.sample(("EEA", "DE", "US", "BR", "*"), rng.choice((1, 2))))
+        place(led, step + 1, scope, window=rng.random() < 0.6)
+    elif placed:
+        lift(led, placed.pop(rng.randrange(len(placed))))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_folded_codes_answer_as_the_general_overlay_does_through_any_history(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Random histories: registrations past the first capacity, choices, moves, erasures,
+    policy changes with not_offered, restrictions placed and lifted (up to five windowed at
+    once, past what the class bits hold). After every step, at the head and as of every earlier
+    seq, with and without times, the folded answer equals the general one."""
+    rng = random.Random(seed)
+    led = Ledger(ConsentIndex())
+    folded_answers = 0
+    fold = led.index._folded_codes
+
+    def counted(*args: Any) -> Any:
+        nonlocal folded_answers
+        folded_answers += 1
+        return fold(*args)
+
+    monkeypatch.setattr(led.index, "_folded_codes", counted)
+    led(ev.PurposeCreated(purpose="p", title="P", defaults=POLICY, unknown_subject="granted"))
+    users: list[str] = []
+    placed: list[int] = []
+    seqs = [led.seq]
+    for step in range(60):
+        random_step(led, rng, step, users, placed)
+        seqs.append(led.seq)
+        ids = pa.array([*rng.sample(users, min(len(users), 50)), "never", "bad id"], pa.string())
+        times = np.array(
+            [rng.choice((INSIDE, OUTSIDE, NO_TIME, to_micros(START) - 1)) for _ in range(len(ids))],
+            dtype=np.int64,
+        )
+        for seq in (led.seq, rng.choice(seqs)):
+            for given in (times, None):
+                folded = led.index.codes("p", seq, ids, times=given)[0]
+                general = general_path_codes(led.index, monkeypatch, seq, ids, given)
+                assert folded.tolist() == general.tolist(), (step, seq, given is None)
+                numbers = np.array([int(u) for u in ids.to_pylist() if u.isdigit()], np.int64)
+                at = [i for i, u in enumerate(ids.to_pylist()) if u.isdigit()]
+                picked = None if given is None else given[at]
+                by_number = led.index.number_codes("p", seq, numbers, times=picked)[0]
+                assert by_number.tolist() == general[at].tolist()
+    assert led.index.n_rows > 1024  # the arrays grew past their first capacity on the way
+    assert folded_answers > 50  # and the folded codes answered often
