@@ -171,11 +171,20 @@ def _denies_more(old: Policy, new: Policy) -> bool:
 
 @dataclass(frozen=True)
 class Affected:
-    """The affected members of one slice of a run: their IDs, codes as of S and seqs."""
+    """The affected members of one slice of a run: their IDs, codes as of S and seqs.
 
-    ids: pa.Array
+    Numeric members become text only when their IDs are read: counting them needs none."""
+
+    members: IntArray | pa.Array  # numbers, or the other IDs as text
     codes: CodeArray
     seqs: IntArray  # NO_SEQ: denied all along since the run's as_of
+
+    @property
+    def ids(self) -> pa.Array:
+        """The members as an Arrow string array."""
+        if isinstance(self.members, np.ndarray):
+            return pc.cast(pa.array(self.members, pa.int64()), pa.string())
+        return self.members
 
 
 class Changes:
@@ -219,7 +228,7 @@ def affected(purpose: str, as_of: int, seq: int, members: MemberSet) -> Iterator
         seqs = denials.seqs_of_numbers(numbers)
         for flip in flips:
             _apply_flip(flip, seqs, _numbers_at(purpose, numbers))
-        yield Affected(pc.cast(pa.array(numbers, pa.int64()), pa.string()), codes[denied], seqs)
+        yield Affected(numbers, codes[denied], seqs)
     for start in range(0, len(members.strings), CHUNK):
         texts = members.strings.slice(start, CHUNK)
         codes = decisions.codes(purpose, seq, texts)
