@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import IO, Any
 
 import numpy as np
@@ -124,11 +125,14 @@ def record_members(actor: Actor, run_id: int, body: IO[bytes], media_type: str) 
         members = member_uploads.from_arrow(body)
     else:
         members = member_uploads.from_text(body)
-    codes = _codes_at(purpose, as_of, members)
-    not_allowed = int(np.count_nonzero(~cd.allowed(codes)))
-    numbers, strings = members.encode()
-    stored_codes = encode_codes(codes)
-    digest = members.sha256()
+    # The stored form and the digest (Parquet and hashlib, both outside the GIL) are made on a
+    # thread while the codes are looked up here.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="consent-members") as beside:
+        stored = beside.submit(lambda: (members.encode(), members.sha256()))
+        codes = _codes_at(purpose, as_of, members)
+        not_allowed = int(np.count_nonzero(~cd.allowed(codes)))
+        stored_codes = encode_codes(codes)
+        (numbers, strings), digest = stored.result()
     with LedgerWrite(actor) as w:
         run = _unrecorded_run(run_id)
         db.session.add(

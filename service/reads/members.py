@@ -92,7 +92,7 @@ class MemberSet:
 
     def sha256(self) -> str:
         """SHA-256 of the numbers as little-endian int64, then each other ID and a newline."""
-        digest = hashlib.sha256(self.numbers.astype("<i8", copy=False).tobytes())
+        digest = hashlib.sha256(np.ascontiguousarray(self.numbers, dtype="<i8").data)
         for chunk in _slices(self.strings, 1 << 16):
             digest.update(("\n".join(chunk.to_pylist()) + "\n").encode())
         return digest.hexdigest()
