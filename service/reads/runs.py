@@ -312,18 +312,9 @@ class RecordedRuns:
                 self._follow()
             return [r for r in self.runs if r.recorded_seq <= seq]
 
-    def newest(self) -> int:
-        """The seq of the newest members recording committed (0: none yet), read afresh: one
-        look at the ledger head, and the runs table only when the head has moved."""
-        with self.lock:
-            self._follow()
-            return self.seen
-
     def _follow(self) -> None:
         with read_transaction():
             head, _ = head_seq()
-            if head <= self.looked:
-                return
             rows = db.session.execute(
                 sa.select(
                     Run.id,
@@ -352,11 +343,8 @@ def user_runs(user_id: str, as_of: str | None) -> dict[str, Any]:
     """The runs whose members include the user (members recorded as of the seq), newest
     first, each with whether the user is affected now (denied as of the seq)."""
     user_id = validation.user_id(user_id)
-    recorded = _recorded_runs()
-    # Read your writes: a run recorded before this request is in the answer even while the
-    # index has not yet polled past it.
-    seq = pin(as_of, at_least=0 if as_of else recorded.newest())
-    runs = recorded.as_of(seq)
+    seq = pin(as_of)
+    runs = _recorded_runs().as_of(seq)
     sets = cache().get_many([r.id for r in runs])
     key = member_key(user_id)
     used = [r for r in runs if sets[r.id].has(key)]
